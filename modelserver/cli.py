@@ -1,0 +1,84 @@
+"""The ``modelserver`` command: ``serve`` a model (the bundled demo by default), ``fetch`` one, build the ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from modelserver import __version__, demo
+from modelserver import settings as settings_mod
+from modelserver.errors import ModelLoadError
+
+
+def _add_setting_flags(p: argparse.ArgumentParser) -> None:
+    for name, (kind, meta) in settings_mod.setting_kinds().items():
+        if name == "model_path":
+            continue
+        flag = "--" + name.replace("_", "-")
+        env = settings_mod.env_name(name)
+        help_text = f"{meta['help']} (env {env})"
+        if kind is bool:
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            p.add_argument(flag, dest=name, type=kind, default=None, choices=meta.get("choices"), help=help_text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modelserver", description="Serve TensorFlow models over V1, V2 and OpenAI-style HTTP.")
+    p.add_argument("--version", action="version", version=f"modelserver {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve a model directory (the demo model when none is given)")
+    serve.add_argument("model_path", nargs="?", default=None, help="SavedModel directory or a directory of numbered versions")
+    _add_setting_flags(serve)
+    fetch = sub.add_parser("fetch", help="download or copy a model into a directory")
+    fetch.add_argument("uri", help="http(s)://...tar.gz|.zip, file:///path, or a local path")
+    fetch.add_argument("dir", help="destination directory")
+    d = sub.add_parser("demo", help="build the bundled demo model (done on first serve otherwise)")
+    d.add_argument("dir", nargs="?", default=None, help=f"where to build it (default {demo.default_dir()})")
+    return p
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in vars(args).items() if k != "command"}
+    try:
+        s = settings_mod.from_sources(overrides)
+    except ValueError as e:
+        print(f"modelserver: {e}", file=sys.stderr)
+        return 2
+    from modelserver import logs
+    from modelserver.server import app
+
+    logs.configure(s.log_level, s.log_format)
+    if s.model_path:
+        path = Path(s.model_path)
+        name = s.name or (path.parent.name if path.name.isdigit() else path.name)
+    else:
+        print("modelserver: no model given, serving the bundled iris demo model", file=sys.stderr)
+        path, name = demo.ensure(), s.name or "iris"
+    try:
+        ctx = app.build_context(s, path, name)
+    except (ModelLoadError, ValueError, OSError) as e:
+        print(f"modelserver: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(app.serve(ctx))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "fetch":
+        from modelserver.fetch import FetchError, fetch
+
+        try:
+            fetch(args.uri, Path(args.dir))
+        except FetchError as e:
+            print(f"modelserver fetch: {e}", file=sys.stderr)
+            return 1
+        return 0
+    target = demo.ensure(Path(args.dir) if args.dir else None)
+    print(target)
+    return 0

@@ -1,0 +1,57 @@
+"""JSON in and out: orjson for speed, with the stdlib as the fallback for NaN and Infinity.
+
+TensorFlow Serving accepts and emits ``NaN``/``Infinity``, which strict JSON (and orjson) does not;
+bodies that carry them take the slower stdlib path, everything else stays on orjson.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelserver.errors import InvalidInput
+
+_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def loads(body: bytes) -> Any:
+    """Parse a request body; a clear 400 when it is not JSON."""
+    if not body:
+        raise InvalidInput("expected a JSON body, got an empty one")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as fast_error:
+        try:
+            return json.loads(body)  # accepts NaN, Infinity, -Infinity
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidInput(f"expected a JSON body, got invalid JSON: {fast_error}") from None
+
+
+def _has_nonfinite(obj: Any) -> bool:
+    if isinstance(obj, np.ndarray):
+        return obj.dtype.kind == "f" and not bool(np.isfinite(obj).all())
+    if isinstance(obj, float):
+        return obj != obj or obj in (float("inf"), float("-inf"))
+    if isinstance(obj, dict):
+        return any(_has_nonfinite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_has_nonfinite(v) for v in obj)
+    return False
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialize a response; numpy arrays go straight through, non-finite floats as NaN/Infinity."""
+    if _has_nonfinite(obj):
+        return json.dumps(obj, default=_plain, separators=(",", ":")).encode()
+    return orjson.dumps(obj, option=_OPTS, default=_plain)

@@ -1,0 +1,189 @@
+"""Nested JSON values to numpy arrays and back, with errors that name the first bad element.
+
+The fast path hands the whole value to numpy; only when numpy refuses it (ragged lists, wrong
+element types) does a slow walk find the first bad element so the message can name its path
+(``instances[3][0]``) and say what was expected and what came.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+
+from modelserver.dtypes import DType
+from modelserver.errors import InvalidInput
+
+
+def fmt_shape(shape: tuple[int, ...] | list[int] | None) -> str:
+    return "unknown" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def fits(shape: tuple[int, ...], spec: tuple[int, ...] | None) -> bool:
+    """True when ``shape`` has the spec's rank and matches every fixed (non -1) dimension."""
+    if spec is None:
+        return True
+    return len(shape) == len(spec) and all(s == -1 or s == d for d, s in zip(shape, spec))
+
+
+def _type_name(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _expected_leaf(dt: DType) -> str:
+    if dt.is_bytes:
+        return 'a string or {"b64": ...}'
+    if dt.is_bool:
+        return "a boolean"
+    if dt.is_int:
+        return "an integer"
+    return "a number"
+
+
+def _leaf_ok(v: Any, dt: DType) -> bool:
+    if dt.is_bytes:
+        return isinstance(v, (str, bytes)) or (isinstance(v, dict) and set(v) == {"b64"})
+    if dt.is_bool:
+        return isinstance(v, bool) or (isinstance(v, int) and v in (0, 1))
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return not dt.is_int or float(v).is_integer()
+
+
+def walk_shape(value: Any, dt: DType, where: str) -> tuple[int, ...]:
+    """The shape of a nested list, checking every element; raises at the first bad one."""
+    if isinstance(value, list):
+        if not value:
+            return (0,)
+        first = walk_shape(value[0], dt, f"{where}[0]")
+        for i in range(1, len(value)):
+            shape = walk_shape(value[i], dt, f"{where}[{i}]")
+            if shape != first:
+                raise InvalidInput(
+                    f"{where}[{i}]: expected shape {fmt_shape(first)} (as {where}[0]), "
+                    f"got {fmt_shape(shape)}"
+                )
+        return (len(value),) + first
+    if not _leaf_ok(value, dt):
+        raise InvalidInput(
+            f"{where}: expected {_expected_leaf(dt)} ({dt.v2}), got {_type_name(value)} {_short(value)}"
+        )
+    return ()
+
+
+def _path(where: str, index: tuple[int, ...]) -> str:
+    return where + "".join(f"[{i}]" for i in index)
+
+
+def _decode_bytes(v: Any, where: str) -> bytes:
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, str):
+        return v.encode("utf-8")
+    try:
+        return base64.b64decode(v["b64"], validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise InvalidInput(f"{where}: expected base64 text in \"b64\", got {_short(v['b64'])}") from None
+
+
+def _bytes_array(value: Any, dt: DType, where: str) -> np.ndarray:
+    shape = walk_shape(value, dt, where)
+    flat: list[bytes] = []
+
+    def collect(v: Any, path: str) -> None:
+        if isinstance(v, list):
+            for i, x in enumerate(v):
+                collect(x, f"{path}[{i}]")
+        else:
+            flat.append(_decode_bytes(v, path))
+
+    collect(value, where)
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    return out.reshape(shape)
+
+
+def _cast(arr: np.ndarray, dt: DType, where: str) -> np.ndarray:
+    kind = arr.dtype.kind
+    if dt.is_bool:
+        if kind == "b":
+            return arr
+        bad = ~np.isin(arr, (0, 1))
+    elif kind == "b":
+        bad = np.ones(arr.shape, dtype=bool)
+    elif dt.is_int:
+        info = np.iinfo(dt.numpy)
+        if kind == "f":
+            bad = ~np.isfinite(arr) | (arr != np.floor(arr))
+        else:
+            bad = np.zeros(arr.shape, dtype=bool)
+        if not bad.any():
+            with np.errstate(invalid="ignore"):
+                bad = (arr < info.min) | (arr > info.max)
+            if bad.any():
+                index = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise InvalidInput(
+                    f"{_path(where, index)}: expected an integer in [{info.min}, {info.max}] "
+                    f"({dt.v2}), got {arr[index]}"
+                )
+    else:
+        return arr.astype(dt.numpy, copy=False)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InvalidInput(
+            f"{_path(where, index)}: expected {_expected_leaf(dt)} ({dt.v2}), got {arr[index].item()!r}"
+        )
+    return arr.astype(dt.numpy, copy=False)
+
+
+def to_array(value: Any, dt: DType, where: str) -> np.ndarray:
+    """A nested list (or a scalar) as an array of ``dt``; InvalidInput names the first bad element."""
+    if dt.is_bytes:
+        return _bytes_array(value, dt, where)
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, OverflowError):
+        arr = None
+    if arr is None or arr.dtype.kind not in "biuf":
+        walk_shape(value, dt, where)  # raises at the first bad element
+        raise InvalidInput(f"{where}: expected {_expected_leaf(dt)} values ({dt.v2})")
+    return _cast(arr, dt, where)
+
+
+def bytes_to_json(value: bytes, as_b64: bool) -> Any:
+    """A BYTES element for a JSON body: text when it is UTF-8 (and not asked as b64), else b64."""
+    if not as_b64:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return {"b64": base64.b64encode(value).decode("ascii")}
+
+
+def jsonable(arr: np.ndarray, *, b64: bool = False) -> Any:
+    """An output array in a form the JSON encoder takes: numeric arrays as they are, strings mapped."""
+    if arr.dtype.kind in "OSU":
+        flat = [bytes_to_json(v if isinstance(v, bytes) else str(v).encode(), b64) for v in arr.ravel()]
+        if arr.ndim == 0:
+            return flat[0]
+        return np.array(flat, dtype=object).reshape(arr.shape).tolist()
+    if arr.ndim == 0:
+        return arr.item()
+    return np.ascontiguousarray(arr)

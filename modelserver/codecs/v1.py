@@ -1,0 +1,248 @@
+"""V1 (TensorFlow Serving REST) bodies: row and columnar requests in, predictions out.
+
+Row format: ``{"instances": [...]}``, one element per row of the batch. As TensorFlow Serving, an
+instance has the input's rank minus the batch dimension; as Posit Connect, an instance may instead
+be a whole tensor of the input's full rank, run as its own batch (``whole`` requests). Columnar:
+``{"inputs": tensor-or-{name: tensor}}`` -> ``{"outputs": ...}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modelserver.codecs.tensors import fits, fmt_shape, jsonable, to_array, walk_shape
+from modelserver.errors import InvalidInput
+from modelserver.runtime.base import Signature, Tensors, TensorSpec
+
+ROW, COLUMNAR = "row", "columnar"
+
+
+@dataclass
+class V1Request:
+    """A decoded V1 body: the batches to run (one, or one per whole-tensor instance)."""
+
+    fmt: str
+    batches: list[Tensors]
+    whole: bool = False
+    named: bool = False
+
+    @property
+    def rows(self) -> int:
+        return len(self.batches) if self.whole else _batch_rows(self.batches[0])
+
+
+def _batch_rows(tensors: Tensors) -> int:
+    for arr in tensors.values():
+        if arr.ndim:
+            return int(arr.shape[0])
+    return 1
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"}
+
+
+def _row_shape(spec: TensorSpec) -> tuple[int, ...] | None:
+    return None if spec.shape is None else spec.shape[1:]
+
+
+def _describe_expected(spec: TensorSpec) -> str:
+    if spec.shape is None:
+        return f"input {spec.name!r}"
+    if not spec.shape:
+        return f"a scalar for input {spec.name!r}"
+    return (
+        f"shape {fmt_shape(_row_shape(spec))} (one row of input {spec.name!r}, "
+        f"shape {fmt_shape(spec.shape)}) or a whole tensor of shape {fmt_shape(spec.shape)}"
+    )
+
+
+def signature_name(body: Any) -> str | None:
+    """The body's ``signature_name``, or None when it names none."""
+    name = body.get("signature_name") if isinstance(body, dict) else None
+    if name is not None and (not isinstance(name, str) or not name):
+        raise InvalidInput(f"signature_name: expected a non-empty string, got {name!r}")
+    return name
+
+
+def decode(body: Any, sig: Signature, *, max_instances: int) -> V1Request:
+    """Check a V1 body against the signature and turn it into input tensors."""
+    if not isinstance(body, dict):
+        raise InvalidInput(f"expected a JSON object with 'instances' or 'inputs', got {type(body).__name__}")
+    has_rows, has_cols = "instances" in body, "inputs" in body
+    if has_rows == has_cols:
+        raise InvalidInput(
+            "expected exactly one of 'instances' (row format) or 'inputs' (columnar format), "
+            f"got keys {sorted(body)}"
+        )
+    if has_rows:
+        return _decode_rows(body["instances"], sig, max_instances)
+    return _decode_columns(body["inputs"], sig, max_instances)
+
+
+def _decode_rows(instances: Any, sig: Signature, max_instances: int) -> V1Request:
+    if not isinstance(instances, list):
+        raise InvalidInput(f"instances: expected a list, got {type(instances).__name__}")
+    if not instances:
+        raise InvalidInput("instances: expected at least one instance, got an empty list")
+    if len(instances) > max_instances:
+        raise InvalidInput(f"instances: at most {max_instances} per request, got {len(instances)}")
+    first = instances[0]
+    named = len(sig.inputs) > 1 or (isinstance(first, dict) and not _is_b64(first))
+    columns: dict[str, tuple[list[Any], str]] = {}
+    if named:
+        expected = set(sig.input_names)
+        for i, inst in enumerate(instances):
+            if not isinstance(inst, dict) or _is_b64(inst):
+                raise InvalidInput(
+                    f"instances[{i}]: expected an object with inputs {sorted(expected)}, "
+                    f"got {type(inst).__name__}"
+                )
+            if set(inst) != expected:
+                missing, extra = expected - set(inst), set(inst) - expected
+                what = f"missing input {sorted(missing)[0]!r}" if missing else f"unknown input {sorted(extra)[0]!r}"
+                raise InvalidInput(f"instances[{i}]: {what}; the signature takes {sorted(expected)}")
+        for spec in sig.inputs:
+            columns[spec.name] = ([inst[spec.name] for inst in instances], f".{spec.name}")
+    else:
+        columns[sig.inputs[0].name] = (instances, "")
+
+    modes: dict[str, str] = {}
+    arrays: dict[str, np.ndarray | list[np.ndarray]] = {}
+    for name, (values, suffix) in columns.items():
+        mode, data = _column(values, sig.input(name), suffix)
+        modes[name] = mode
+        arrays[name] = data
+    if len(set(modes.values())) > 1:
+        rows = sorted(n for n, m in modes.items() if m == "row")
+        whole = sorted(n for n, m in modes.items() if m == "whole")
+        raise InvalidInput(
+            f"instances[0]: mixed ranks: inputs {rows} are rows but {whole} are whole tensors"
+        )
+    if next(iter(modes.values())) == "row":
+        return V1Request(ROW, [{n: a for n, a in arrays.items()}], named=named)  # type: ignore[misc]
+    batches = [{n: arrays[n][i] for n in arrays} for i in range(len(instances))]
+    for i, batch in enumerate(batches):
+        _check_batch(batch, sig, f"instances[{i}]")
+    return V1Request(ROW, batches, whole=True, named=named)  # type: ignore[arg-type]
+
+
+def _column(values: list[Any], spec: TensorSpec, suffix: str) -> tuple[str, Any]:
+    """One input's instances: ("row", stacked array) or ("whole", [array per instance])."""
+    dt = spec.dtype
+    row_spec = _row_shape(spec)
+    try:
+        arr = to_array(values, dt, "instances")
+    except InvalidInput as fast_error:
+        arr, error = None, fast_error
+    if arr is not None:
+        if spec.shape != () and fits(arr.shape[1:], row_spec):
+            return "row", arr
+        if spec.shape is not None and fits(arr.shape[1:], spec.shape):
+            return "whole", list(arr)
+    # Slow path: look at each instance to name the first one that does not fit.
+    mode: str | None = None
+    per_instance: list[np.ndarray] = []
+    for i, v in enumerate(values):
+        where = f"instances[{i}]{suffix}"
+        shape = walk_shape(v, dt, where)
+        if spec.shape is not None and spec.shape != () and fits(shape, row_spec):
+            this = "row"
+        elif spec.shape is not None and fits(shape, spec.shape):
+            this = "whole"
+        else:
+            raise InvalidInput(f"{where}: expected {_describe_expected(spec)}, got shape {fmt_shape(shape)}")
+        if mode is None:
+            mode = this
+        elif this != mode:
+            first_shape = walk_shape(values[0], dt, f"instances[0]{suffix}")
+            raise InvalidInput(
+                f"{where}: mixed ranks: instances[0]{suffix} has shape {fmt_shape(first_shape)} "
+                f"({mode}) but {where} has shape {fmt_shape(shape)} ({this}); "
+                "send all instances as rows or all as whole tensors"
+            )
+        per_instance.append(to_array(v, dt, where))
+    if mode == "whole":
+        return "whole", per_instance
+    if arr is None:
+        raise error
+    return "row", arr
+
+
+def _check_batch(batch: Tensors, sig: Signature, where: str) -> None:
+    sizes = {n: int(a.shape[0]) for n, a in batch.items() if a.ndim and sig.input(n).batched}
+    if len(set(sizes.values())) > 1:
+        detail = ", ".join(f"{n!r} has {s}" for n, s in sizes.items())
+        raise InvalidInput(f"{where}: mismatched batch between named inputs: {detail}")
+
+
+def _decode_columns(inputs: Any, sig: Signature, max_instances: int) -> V1Request:
+    named = isinstance(inputs, dict) and not _is_b64(inputs)
+    if named:
+        expected = set(sig.input_names)
+        if set(inputs) != expected:
+            missing, extra = expected - set(inputs), set(inputs) - expected
+            what = f"missing input {sorted(missing)[0]!r}" if missing else f"unknown input {sorted(extra)[0]!r}"
+            raise InvalidInput(f"inputs: {what}; the signature takes {sorted(expected)}")
+        values = dict(inputs)
+    elif len(sig.inputs) == 1:
+        values = {sig.inputs[0].name: inputs}
+    else:
+        raise InvalidInput(
+            f"inputs: expected an object with inputs {sig.input_names}, got {type(inputs).__name__}"
+        )
+    batch: Tensors = {}
+    for name, value in values.items():
+        spec = sig.input(name)
+        where = f"inputs.{name}" if named else "inputs"
+        arr = to_array(value, spec.dtype, where)
+        if not fits(arr.shape, spec.shape):
+            raise InvalidInput(
+                f"{where}: expected shape {fmt_shape(spec.shape)} for input {name!r}, got {fmt_shape(arr.shape)}"
+            )
+        batch[name] = arr
+    _check_batch(batch, sig, "inputs")
+    request = V1Request(COLUMNAR, [batch], named=named)
+    if request.rows > max_instances:
+        raise InvalidInput(f"inputs: at most {max_instances} rows per request, got {request.rows}")
+    return request
+
+
+def _b64(name: str) -> bool:
+    return name.endswith("_bytes")
+
+
+def _one_or_named(out: Tensors, names: list[str], named: bool) -> Any:
+    if not named:
+        return jsonable(out[names[0]], b64=_b64(names[0]))
+    return {n: jsonable(out[n], b64=_b64(n)) for n in names}
+
+
+def encode(request: V1Request, results: list[Tensors], key: str = "predictions") -> dict[str, Any]:
+    """The body for ``results`` (one per batch); ``key`` is ``predictions`` or ``explanations``.
+
+    Predictions are named when the signature has several outputs; explanations (keyed by input)
+    when the request named its inputs.
+    """
+    names = list(results[0])
+    named = request.named if key == "explanations" else len(names) > 1
+    if request.fmt == COLUMNAR:
+        return {"outputs" if key == "predictions" else key: _one_or_named(results[0], names, named)}
+    if request.whole:
+        return {key: [_one_or_named(r, names, named) for r in results]}
+    out = results[0]
+    if not named:
+        arr = out[names[0]]
+        return {key: [arr.item()] if arr.ndim == 0 else jsonable(arr, b64=_b64(names[0]))}
+    rows = request.rows
+    for n in names:
+        if out[n].ndim == 0 or out[n].shape[0] != rows:
+            raise InvalidInput(
+                f"output {n!r} has shape {fmt_shape(out[n].shape)}, not one row per instance ({rows}); "
+                "use the columnar format ('inputs') for this signature"
+            )
+    cols = {n: jsonable(out[n], b64=_b64(n)) for n in names}
+    return {key: [{n: cols[n][i] for n in names} for i in range(rows)]}

@@ -1,0 +1,253 @@
+"""V2 (Open Inference Protocol) bodies, the seed's single-tensor form and Triton's binary extension.
+
+JSON request: ``{"id"?, "parameters"?, "inputs": [{"name", "shape", "datatype", "data"}], "outputs"?}``.
+With the binary extension the body is that JSON header (its length in the
+``Inference-Header-Content-Length`` header) followed by the raw bytes of every input whose
+parameters carry ``binary_data_size``, in order; outputs asked for as binary come back the same way.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelserver import dtypes
+from modelserver.codecs.tensors import fits, fmt_shape, jsonable, to_array
+from modelserver.errors import InvalidInput
+from modelserver.runtime.base import Signature, Tensors
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+@dataclass
+class V2Request:
+    inputs: Tensors
+    id: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    #: requested outputs in order (None: all), with whether each is wanted as binary
+    outputs: list[tuple[str, bool]] | None = None
+    binary_default: bool = False
+
+
+def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """Split a body into its JSON header and binary tail (empty without the extension)."""
+    if header_length is None:
+        return body, b""
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise InvalidInput(f"{HEADER_LENGTH}: expected an integer, got {header_length!r}") from None
+    if not 0 <= n <= len(body):
+        raise InvalidInput(f"{HEADER_LENGTH}: expected at most the body length {len(body)}, got {n}")
+    return body[:n], body[n:]
+
+
+def is_single_tensor(body: Any) -> bool:
+    """The seed's bare ``{"name", "shape", "datatype", "data"}`` request."""
+    return isinstance(body, dict) and "name" in body and "data" in body and "inputs" not in body
+
+
+def is_v2(body: Any) -> bool:
+    """A V2 body: ``inputs`` is a list of tensor objects (V1 columnar has data there instead)."""
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    return (
+        isinstance(inputs, list)
+        and bool(inputs)
+        and all(isinstance(t, dict) and "datatype" in t and "name" in t for t in inputs)
+    )
+
+
+def _int_list(value: Any, where: str) -> list[int]:
+    if not isinstance(value, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
+        raise InvalidInput(f"{where}: expected a list of non-negative integers, got {value!r}")
+    return value
+
+
+def _from_binary(raw: bytes, dt: dtypes.DType, count: int, where: str) -> np.ndarray:
+    if dt.is_bytes:
+        items: list[bytes] = []
+        pos = 0
+        while pos < len(raw):
+            if pos + 4 > len(raw):
+                raise InvalidInput(f"{where}: truncated BYTES element length at byte {pos}")
+            (size,) = struct.unpack_from("<I", raw, pos)
+            pos += 4
+            if pos + size > len(raw):
+                raise InvalidInput(f"{where}: BYTES element of {size} bytes runs past the data")
+            items.append(raw[pos : pos + size])
+            pos += size
+        out = np.empty(len(items), dtype=object)
+        out[:] = items
+        return out
+    expected = count * dt.itemsize
+    if len(raw) != expected:
+        raise InvalidInput(
+            f"{where}: shape needs {count} {dt.v2} values ({expected} bytes), got {len(raw)} bytes"
+        )
+    return np.frombuffer(raw, dtype=dt.numpy.newbyteorder("<")).astype(dt.numpy, copy=False)
+
+
+def decode_tensor(
+    t: Any, i: int, sig: Signature, binary: memoryview, offset: int, where: str
+) -> tuple[str, np.ndarray, int]:
+    """One input tensor object; returns its name, array and the new offset into the binary tail."""
+    if not isinstance(t, dict):
+        raise InvalidInput(f"{where}: expected a tensor object, got {type(t).__name__}")
+    for key in ("name", "shape", "datatype"):
+        if key not in t:
+            raise InvalidInput(f"{where}: missing field {key!r} (a tensor needs name, shape, datatype, data)")
+    name = t["name"]
+    if not isinstance(name, str):
+        raise InvalidInput(f"{where}.name: expected a string, got {name!r}")
+    spec = sig.input(name)
+    where = f"{where} ({name!r})"
+    datatype = t["datatype"]
+    dt = dtypes.from_v2(datatype) if isinstance(datatype, str) else None
+    if dt is None:
+        raise InvalidInput(f"{where}.datatype: expected one of {', '.join(dtypes.V2_NAMES)}, got {datatype!r}")
+    if dt.v2 != spec.datatype:
+        raise InvalidInput(f"{where}: expected datatype {spec.datatype}, got {dt.v2}")
+    shape = tuple(_int_list(t["shape"], f"{where}.shape"))
+    if not fits(shape, spec.shape):
+        raise InvalidInput(f"{where}: expected shape {fmt_shape(spec.shape)}, got {fmt_shape(shape)}")
+    count = int(np.prod(shape)) if shape else 1
+    params = t.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidInput(f"{where}.parameters: expected an object, got {params!r}")
+    size = params.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise InvalidInput(
+                f"{where}.parameters.binary_data_size: {size!r} bytes, but {len(binary) - offset} remain"
+            )
+        flat = _from_binary(bytes(binary[offset : offset + size]), dt, count, where)
+        offset += size
+    else:
+        if "data" not in t:
+            raise InvalidInput(f"{where}: missing field 'data'")
+        flat = to_array(t["data"], dt, f"{where}.data").reshape(-1)
+    if flat.size != count:
+        raise InvalidInput(f"{where}: shape {fmt_shape(shape)} needs {count} values, got {flat.size}")
+    return name, flat.reshape(shape), offset
+
+
+def decode(body: Any, binary: bytes, sig: Signature, *, max_instances: int) -> V2Request:
+    """Check a V2 body (and its binary tail) against the signature."""
+    if not isinstance(body, dict):
+        raise InvalidInput(f"expected a JSON object with 'inputs', got {type(body).__name__}")
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInput(f"inputs: expected a non-empty list of tensors, got {inputs!r:.60}")
+    view = memoryview(binary)
+    offset = 0
+    tensors: Tensors = {}
+    for i, t in enumerate(inputs):
+        name, arr, offset = decode_tensor(t, i, sig, view, offset, f"inputs[{i}]")
+        if name in tensors:
+            raise InvalidInput(f"inputs[{i}]: input {name!r} given twice")
+        tensors[name] = arr
+    if offset != len(binary):
+        raise InvalidInput(f"binary data: {len(binary) - offset} bytes after the last binary input")
+    missing = [n for n in sig.input_names if n not in tensors]
+    if missing:
+        raise InvalidInput(f"inputs: missing input {missing[0]!r}; the signature takes {sig.input_names}")
+    check_batch(tensors, sig, max_instances)
+    params = body.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidInput(f"parameters: expected an object, got {params!r}")
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput(f"id: expected a string, got {request_id!r}")
+    return V2Request(
+        inputs=tensors,
+        id=request_id or str(uuid.uuid4()),
+        parameters=params,
+        outputs=_requested_outputs(body.get("outputs"), sig),
+        binary_default=bool(params.get("binary_data_output", False)),
+    )
+
+
+def decode_single(body: dict[str, Any], sig: Signature, *, max_instances: int) -> V2Request:
+    """The seed's bare single-tensor body, for a signature with one input."""
+    if len(sig.inputs) != 1:
+        raise InvalidInput(
+            f"a single-tensor body fits a signature with one input; {sig.name!r} takes {sig.input_names}"
+        )
+    name, arr, _ = decode_tensor(body, 0, sig, memoryview(b""), 0, "body")
+    check_batch({name: arr}, sig, max_instances)
+    params = body.get("parameters") or {}
+    return V2Request(inputs={name: arr}, id=str(uuid.uuid4()), parameters=params if isinstance(params, dict) else {})
+
+
+def check_batch(tensors: Tensors, sig: Signature, max_instances: int) -> None:
+    sizes = {n: int(a.shape[0]) for n, a in tensors.items() if a.ndim and sig.input(n).batched}
+    if len(set(sizes.values())) > 1:
+        detail = ", ".join(f"{n!r} has {s}" for n, s in sizes.items())
+        raise InvalidInput(f"inputs: mismatched batch between named inputs: {detail}")
+    if sizes and max(sizes.values()) > max_instances:
+        raise InvalidInput(f"inputs: at most {max_instances} rows per request, got {max(sizes.values())}")
+
+
+def _requested_outputs(outputs: Any, sig: Signature) -> list[tuple[str, bool]] | None:
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list):
+        raise InvalidInput(f"outputs: expected a list of {{\"name\"}} objects, got {outputs!r:.60}")
+    wanted: list[tuple[str, bool]] = []
+    for i, o in enumerate(outputs):
+        if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+            raise InvalidInput(f"outputs[{i}]: expected an object with a 'name', got {o!r:.60}")
+        sig.output(o["name"])
+        params = o.get("parameters") or {}
+        wanted.append((o["name"], bool(params.get("binary_data", False)) if isinstance(params, dict) else False))
+    return wanted
+
+
+def _binary_bytes(arr: np.ndarray) -> bytes:
+    if arr.dtype.kind in "OSU":
+        parts = []
+        for v in arr.ravel():
+            b = v if isinstance(v, bytes) else str(v).encode()
+            parts.append(struct.pack("<I", len(b)) + b)
+        return b"".join(parts)
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+
+
+def encode(
+    request: V2Request, outputs: Tensors, model_name: str, model_version: int, *, explain: bool = False
+) -> tuple[dict[str, Any], bytes]:
+    """The response header object and binary tail (empty when every output is JSON)."""
+    if request.outputs is None or explain:
+        selected = [(n, request.binary_default) for n in outputs]
+    else:
+        selected = request.outputs
+    tensors = []
+    tail: list[bytes] = []
+    for name, as_binary in selected:
+        arr = np.asarray(outputs[name])
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": dtypes.from_numpy(arr.dtype).v2,
+            "shape": list(arr.shape),
+        }
+        if as_binary:
+            raw = _binary_bytes(arr)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            tail.append(raw)
+        else:
+            flat = arr.reshape(-1)
+            entry["data"] = jsonable(flat) if flat.dtype.kind in "OSU" else flat
+        tensors.append(entry)
+    header: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": str(model_version),
+        "id": request.id,
+        "outputs": tensors,
+    }
+    return header, b"".join(tail)

@@ -1,0 +1,88 @@
+"""The model server's error hierarchy and the one place where errors map to HTTP statuses.
+
+Every failure a client can cause is raised as a ``ModelServerError`` subclass; the handlers turn it
+into a JSON body with the status below. Anything else that escapes a handler is a real bug (500).
+"""
+
+from __future__ import annotations
+
+
+class ModelServerError(Exception):
+    """Base class: an error with an HTTP status and a message for the client."""
+
+    status: int = 500
+    #: short machine-readable code, used as ``type``/``code`` in OpenAI-style bodies
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidInput(ModelServerError):
+    """The request body does not fit the protocol or the model's signature (400)."""
+
+    status = 400
+    code = "invalid_request_error"
+
+
+class Unauthorized(ModelServerError):
+    """No API key, or an unknown one (401)."""
+
+    status = 401
+    code = "authentication_error"
+
+
+class NotFound(ModelServerError):
+    """Unknown model, version, label, signature, output or path (404)."""
+
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ModelServerError):
+    """The path exists but not for this HTTP method (405)."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(ModelServerError):
+    """The body is over ``max_body_bytes`` (413)."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class Overloaded(ModelServerError):
+    """More requests waiting than ``max_concurrent_requests`` allows (429)."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+
+class NotReady(ModelServerError):
+    """The model is still loading or warming up, or the server is shutting down (503)."""
+
+    status = 503
+    code = "not_ready"
+
+
+class RequestTimeout(ModelServerError):
+    """The model did not answer within ``timeout_seconds`` (504)."""
+
+    status = 504
+    code = "timeout"
+
+
+class ModelLoadError(ModelServerError):
+    """A model directory could not be loaded (raised at start-up, not per request)."""
+
+    status = 500
+    code = "model_load_error"
+
+
+def http_status(exc: BaseException) -> int:
+    """The HTTP status for any exception: its own for ours, 500 for everything else."""
+    return exc.status if isinstance(exc, ModelServerError) else 500

@@ -1,0 +1,124 @@
+"""The human-facing pages: the model's home page with ready-to-paste curl examples, and the docs page.
+
+Pure functions of the served models' signatures; the examples use the model's own example
+values when it ships them (``assets.extra/modelserver_examples.json``) and placeholders otherwise.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from modelserver.runtime.base import Servable, Signature, TensorSpec
+
+
+def example_row(spec: TensorSpec, examples: dict[str, Any]) -> Any:
+    """One instance (one row) for an input: the model's example, or a placeholder of the right shape."""
+    if spec.name in examples:
+        return examples[spec.name]
+    value: Any = {"FP16": 1.0, "FP32": 1.0, "FP64": 1.0, "BOOL": True, "BYTES": "text"}.get(spec.datatype, 1)
+    dims = [] if spec.shape is None else [1 if d == -1 else d for d in spec.shape[1:]]
+    for d in reversed(dims):
+        value = [value] * d
+    return value
+
+
+def _shape_of(value: Any) -> list[int]:
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        value = value[0] if value else None
+    return shape
+
+
+def v1_body(sig: Signature, examples: dict[str, Any]) -> dict[str, Any]:
+    if len(sig.inputs) == 1:
+        return {"instances": [example_row(sig.inputs[0], examples)]}
+    return {"instances": [{t.name: example_row(t, examples) for t in sig.inputs}]}
+
+
+def v2_body(sig: Signature, examples: dict[str, Any]) -> dict[str, Any]:
+    inputs = []
+    for t in sig.inputs:
+        row = example_row(t, examples)
+        inputs.append({"name": t.name, "shape": [1] + _shape_of(row), "datatype": t.datatype, "data": [row]})
+    return {"inputs": inputs}
+
+
+def curl(url: str, body: dict[str, Any], auth: bool) -> str:
+    key = " -H 'Authorization: Bearer $API_KEY'" if auth else ""
+    return f"curl -s{key} -H 'Content-Type: application/json' {url} -d '{json.dumps(body)}'"
+
+
+def examples_for(servable: Servable, sig: Signature, base: str, auth: bool) -> dict[str, str]:
+    m = servable.name
+    ex = servable.examples
+    return {
+        "v1": curl(f"{base}/v1/models/{m}:predict", _with_sig(v1_body(sig, ex), sig), auth),
+        "v2": curl(f"{base}/v2/models/{m}/infer", _with_v2_sig(v2_body(sig, ex), sig), auth),
+    }
+
+
+def _with_sig(body: dict[str, Any], sig: Signature) -> dict[str, Any]:
+    return body if sig.name == "serving_default" else {"signature_name": sig.name, **body}
+
+
+def _with_v2_sig(body: dict[str, Any], sig: Signature) -> dict[str, Any]:
+    return body if sig.name == "serving_default" else {"parameters": {"signature_name": sig.name}, **body}
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#1b1f24}
+code,pre{font-family:ui-monospace,monospace;font-size:.85rem}
+pre{background:#f3f4f6;padding:.75rem;overflow-x:auto;border-radius:.4rem;white-space:pre-wrap}
+table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #d0d7de;padding:.25rem .6rem;text-align:left}
+.ok{color:#1a7f37}.bad{color:#cf222e}
+"""
+
+
+def _tensor_rows(tensors: tuple[TensorSpec, ...]) -> str:
+    return "".join(
+        f"<tr><td><code>{html.escape(t.name)}</code></td><td>{t.datatype}</td>"
+        f"<td><code>{t.shape_list() if t.shape is not None else 'unknown'}</code></td></tr>"
+        for t in tensors
+    )
+
+
+def render_home(servables: list[Servable], versions: dict[str, list[int]], base: str, *, ready: bool, protocol: str, auth: bool) -> str:
+    """The ``GET /`` page: each model's versions, signatures and curl examples, main protocol first."""
+    order = ["v1", "v2"] if protocol != "v2" else ["v2", "v1"]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>modelserver</title><style>{_CSS}</style></head><body>"]
+    state = "<span class='ok'>ready</span>" if ready else "<span class='bad'>not ready</span>"
+    parts.append(f"<h1>modelserver</h1><p>Status: {state}. <a href='/docs'>API docs</a> · <a href='/openapi.json'>OpenAPI</a> · <a href='/metrics'>metrics</a></p>")
+    if auth:
+        parts.append("<p>This server needs an API key: set <code>API_KEY</code> before pasting the examples.</p>")
+    for s in servables:
+        parts.append(f"<h2>{html.escape(s.name)}</h2><p>Version {s.version} (versions: {', '.join(map(str, versions[s.name]))}), {s.platform}.</p>")
+        for sig in s.signatures.values():
+            parts.append(f"<h3>Signature <code>{html.escape(sig.name)}</code></h3>")
+            parts.append("<table><tr><th>input</th><th>datatype</th><th>shape</th></tr>" + _tensor_rows(sig.inputs) + "</table>")
+            parts.append("<table><tr><th>output</th><th>datatype</th><th>shape</th></tr>" + _tensor_rows(sig.outputs) + "</table>")
+            ex = examples_for(s, sig, base, auth)
+            for proto in order:
+                parts.append(f"<p>{proto.upper()}:</p><pre>{html.escape(ex[proto])}</pre>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def render_docs(spec: dict[str, Any]) -> str:
+    """A plain HTML list of every endpoint in the OpenAPI document (no scripts, works offline)."""
+    rows = []
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            rows.append(
+                f"<tr><td>{method.upper()}</td><td><code>{html.escape(path)}</code></td>"
+                f"<td>{html.escape(op.get('tags', [''])[0])}</td><td>{html.escape(op.get('summary', ''))}</td></tr>"
+            )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>modelserver API</title><style>{_CSS}</style></head>"
+        f"<body><h1>{html.escape(spec['info']['title'])} {html.escape(spec['info']['version'])}</h1>"
+        "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a>.</p>"
+        "<table><tr><th>method</th><th>path</th><th>protocol</th><th>what</th></tr>"
+        + "".join(rows) + "</table></body></html>"
+    )

@@ -1,0 +1,158 @@
+"""TensorFlow SavedModel runtime: load a version directory, describe its signatures, run them.
+
+``load_savedmodel`` returns a ``TFServable``; ``predict`` and ``explain`` block and are called from
+the dispatcher's executor threads (TensorFlow releases the GIL while it computes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelserver import dtypes
+from modelserver.errors import InvalidInput, ModelLoadError
+from modelserver.runtime.base import Signature, Tensors, TensorSpec, get_signature
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402
+
+#: a model may ship example inputs here (one instance per input name), used by the home page
+EXAMPLES_FILE = "assets.extra/modelserver_examples.json"
+#: rows per model call while explaining (interpolation steps x batch rows)
+EXPLAIN_ROWS_PER_CALL = 2048
+
+
+def _spec(name: str, shape: tf.TensorShape, dtype: tf.DType) -> TensorSpec:
+    dims = None if shape.rank is None else tuple(-1 if d is None else int(d) for d in shape)
+    return TensorSpec(name=name, datatype=dtypes.from_tf(dtype.name).v2, shape=dims)
+
+
+def _describe(name: str, fn: Any) -> Signature:
+    _, kwargs = fn.structured_input_signature
+    inputs = tuple(_spec(k, v.shape, v.dtype) for k, v in sorted(kwargs.items()))
+    outs = fn.structured_outputs
+    if not isinstance(outs, dict):
+        raise ModelLoadError(f"signature {name!r} must return a dict of named outputs")
+    outputs = tuple(_spec(k, v.shape, v.dtype) for k, v in sorted(outs.items()))
+    return Signature(name=name, inputs=inputs, outputs=outputs)
+
+
+class TFServable:
+    """One loaded SavedModel version."""
+
+    platform = "tensorflow_savedmodel"
+
+    def __init__(self, name: str, version: int, path: Path) -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        try:
+            self._model = tf.saved_model.load(str(path))
+        except Exception as e:  # TensorFlow raises many kinds for a broken directory
+            raise ModelLoadError(f"cannot load SavedModel at {path}: {e}") from e
+        self._fns: dict[str, Any] = dict(self._model.signatures)
+        if not self._fns:
+            raise ModelLoadError(f"SavedModel at {path} has no serving signatures")
+        self.signatures = {k: _describe(k, fn) for k, fn in self._fns.items()}
+        self._dtypes = {
+            k: {t.name: tf.as_dtype(t.dtype.tf_name) for t in sig.inputs}
+            for k, sig in self.signatures.items()
+        }
+        self.examples = self._read_examples(path)
+
+    @staticmethod
+    def _read_examples(path: Path) -> dict[str, Any]:
+        f = path / EXAMPLES_FILE
+        if not f.is_file():
+            return {}
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _feed(self, signature: str, inputs: Tensors) -> dict[str, tf.Tensor]:
+        types = self._dtypes[signature]
+        return {k: tf.constant(v, dtype=types[k]) for k, v in inputs.items()}
+
+    def predict(self, signature: str, inputs: Tensors) -> Tensors:
+        fn = self._fns[signature]
+        try:
+            out = fn(**self._feed(signature, inputs))
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+            raise InvalidInput(f"the model rejected the input: {_first_line(e)}") from e
+        return {k: v.numpy() for k, v in out.items()}
+
+    def explain(
+        self, signature: str, inputs: Tensors, *, target: str | None, steps: int
+    ) -> Tensors:
+        """Integrated gradients from a zero baseline, for every float input.
+
+        The score explained is, per row, the target output's value at the class the model
+        predicts for that row (its argmax), or the value itself for a one-number-per-row output.
+        """
+        sig = get_signature(self, signature)
+        fn = self._fns[signature]
+        floats = [t.name for t in sig.inputs if t.dtype.is_float]
+        if not floats:
+            raise InvalidInput(
+                "explain needs at least one float input; signature "
+                f"{signature!r} takes {', '.join(f'{t.name} ({t.datatype})' for t in sig.inputs)}"
+            )
+        out = sig.output(target) if target else next(
+            (t for t in sig.outputs if t.dtype.is_float), None
+        )
+        if out is None or not out.dtype.is_float:
+            raise InvalidInput(f"explain needs a float output to explain; signature {signature!r} has none")
+        batched = all(sig.input(n).batched for n in inputs) and out.batched
+        rows = int(next(iter(inputs.values())).shape[0]) if inputs else 1
+        pred = np.asarray(self.predict(signature, inputs)[out.name])
+        cls = np.argmax(pred.reshape(rows, -1), axis=1) if batched and pred.ndim >= 2 else None
+
+        alphas = (np.arange(steps, dtype=np.float64) + 0.5) / steps
+        per_call = max(1, EXPLAIN_ROWS_PER_CALL // max(rows, 1)) if batched else 1
+        totals = {n: np.zeros(inputs[n].shape, dtype=np.float64) for n in floats}
+        for start in range(0, steps, per_call):
+            chunk = alphas[start : start + per_call]
+            k = len(chunk)
+            feed_np: Tensors = {}
+            for name, arr in inputs.items():
+                if name in totals:
+                    scale = chunk.reshape((k,) + (1,) * arr.ndim).astype(arr.dtype)
+                    scaled = arr[None] * scale
+                    feed_np[name] = scaled.reshape((k * arr.shape[0],) + arr.shape[1:]) if batched else scaled[0]
+                else:
+                    feed_np[name] = np.concatenate([arr] * k) if batched else arr
+            feed = self._feed(signature, feed_np)
+            with tf.GradientTape() as tape:
+                watched = [feed[n] for n in floats]
+                for t in watched:
+                    tape.watch(t)
+                y = fn(**feed)[out.name]
+                if batched and cls is not None:
+                    flat = tf.reshape(y, (k * rows, -1))
+                    score = tf.reduce_sum(tf.gather(flat, np.tile(cls, k), axis=1, batch_dims=1))
+                else:
+                    score = tf.reduce_sum(y)
+            grads = tape.gradient(score, watched)
+            for name, g in zip(floats, grads):
+                if g is None:
+                    raise InvalidInput(
+                        f"output {out.name!r} is not differentiable with respect to input {name!r}"
+                    )
+                g_np = g.numpy().astype(np.float64)
+                totals[name] += g_np.reshape((k,) + inputs[name].shape).sum(axis=0) if batched else g_np
+        return {n: (inputs[n].astype(np.float64) * totals[n] / steps).astype(inputs[n].dtype) for n in floats}
+
+
+def _first_line(e: BaseException) -> str:
+    text = getattr(e, "message", None) or str(e)
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+
+
+def load_savedmodel(name: str, version: int, path: Path) -> TFServable:
+    return TFServable(name, version, path)

@@ -1,0 +1,1 @@
+"""The tornado application: routes, handlers and the server's lifecycle."""

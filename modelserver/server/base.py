@@ -1,0 +1,156 @@
+"""The base handler: request ids, API keys, the body-size limit, JSON errors, metrics and access logs.
+
+Bodies are streamed so an over-size request is refused with 413 from its Content-Length before
+the body is read (tornado itself would answer 400 and drop the connection).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import tornado.web
+
+from modelserver.codecs import jsonio
+from modelserver.errors import ModelServerError, NotFound, PayloadTooLarge
+from modelserver.server.context import ServerContext
+
+access_log = logging.getLogger("modelserver.access")
+error_log = logging.getLogger("modelserver.error")
+
+
+@tornado.web.stream_request_body
+class BaseHandler(tornado.web.RequestHandler):
+    """JSON in, JSON out; subclasses set ``protocol``/``endpoint`` and implement ``get``/``handle_post``."""
+
+    protocol = "other"
+    endpoint = "other"
+    #: inference and metadata need a key (when keys are configured); health and metrics do not
+    needs_auth = True
+
+    def initialize(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.model_label = ""
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._started = time.perf_counter()
+        self._counted = False
+
+    async def prepare(self) -> None:
+        self.ctx.in_flight += 1
+        self.ctx.metrics.in_flight.inc()
+        self._counted = True
+        self.request_id = self.request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        self.set_header("X-Request-ID", self.request_id)
+        if self.needs_auth:
+            h = self.request.headers
+            self.ctx.check_key(h.get("Authorization"), h.get("X-API-Key"))
+        length = self.request.headers.get("Content-Length")
+        limit = self.ctx.settings.max_body_bytes
+        if length and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit} bytes")
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        self._size += len(chunk)
+        limit = self.ctx.settings.max_body_bytes
+        if self._size > limit:
+            self._chunks = []
+            self.fail(PayloadTooLarge(f"request body is over the limit of {limit} bytes"))
+            return
+        self._chunks.append(chunk)
+
+    @property
+    def body(self) -> bytes:
+        return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+
+    def json_body(self) -> Any:
+        return jsonio.loads(self.body)
+
+    async def post(self, *args: str, **kwargs: str) -> None:
+        if self._finished:  # refused while the body was streaming in
+            return
+        await self.handle_post(*args, **kwargs)
+
+    async def handle_post(self, *args: str, **kwargs: str) -> None:
+        raise NotFound(f"POST is not served on {self.request.path}")
+
+    def write_json(self, obj: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(jsonio.dumps(obj))
+
+    # -- errors ---------------------------------------------------------------------------------
+    def error_body(self, status: int, message: str, exc: BaseException | None) -> dict[str, Any]:
+        return {"error": message}
+
+    def fail(self, exc: ModelServerError) -> None:
+        self.send_error(exc.status, exc_info=(type(exc), exc, None))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, ModelServerError):
+            if not self._finished:
+                self.fail(e)
+            return
+        super()._handle_request_exception(e)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ModelServerError):
+            message = exc.message
+        elif status_code == 405:
+            message = f"{self.request.method} is not served on {self.request.path}"
+        elif isinstance(exc, tornado.web.HTTPError):
+            message = exc.log_message or self._reason
+        else:
+            message = "internal server error" if status_code >= 500 else self._reason
+        self.clear_header("Content-Type")
+        self.set_header("Content-Type", "application/json")
+        if status_code == 429:
+            self.set_header("Retry-After", "1")
+        self.finish(jsonio.dumps(self.error_body(status_code, message, exc)))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, (ModelServerError, tornado.web.HTTPError)):
+            return  # answered as JSON and logged in the access line
+        error_log.error(
+            "unhandled error", exc_info=(typ, value, tb), extra={"request_id": getattr(self, "request_id", "")}
+        )
+
+    # -- accounting -----------------------------------------------------------------------------
+    def on_finish(self) -> None:
+        if self._counted:
+            self.ctx.in_flight -= 1
+            self.ctx.metrics.in_flight.dec()
+        elapsed = time.perf_counter() - self._started
+        status = self.get_status()
+        model = self.model_label
+        self.ctx.metrics.requests.labels(model, self.protocol, self.endpoint, str(status)).inc()
+        self.ctx.metrics.latency.labels(model, self.protocol, self.endpoint).observe(elapsed)
+        if self.endpoint != "health" or status >= 400:
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": getattr(self, "request_id", ""),
+                    "method": self.request.method,
+                    "path": self.request.path,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                    "model": model,
+                    "bytes_in": self._size,
+                },
+            )
+
+
+class NotFoundHandler(BaseHandler):
+    """Any path the server does not serve: a JSON 404."""
+
+    needs_auth = False
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        raise NotFound(f"no such endpoint: {self.request.method} {self.request.path}")
+

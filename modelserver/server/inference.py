@@ -1,0 +1,42 @@
+"""Shared steps of every inference handler: pick the model and signature, run, explain.
+
+The protocol handlers (``v1``, ``v2``) only translate bodies; this mixin does the rest, so every
+protocol resolves models and calls the dispatcher the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelserver.errors import InvalidInput
+from modelserver.runtime.base import Servable, Signature, Tensors, get_signature
+from modelserver.server.base import BaseHandler
+
+
+class InferenceHandler(BaseHandler):
+    def servable(self, model: str | None, version: str | None = None, label: str | None = None) -> Servable:
+        repo = self.ctx.repository
+        name = model or repo.default_name
+        self.model_label = name
+        return repo.resolve(name, version, label)
+
+    def signature(self, servable: Servable, name: str | None) -> Signature:
+        """The named signature, else the configured default, else the model's only one."""
+        if name:
+            return get_signature(servable, name)
+        default = self.ctx.settings.signature
+        if default not in servable.signatures and len(servable.signatures) == 1:
+            default = next(iter(servable.signatures))
+        return get_signature(servable, default)
+
+    async def run_batches(self, servable: Servable, sig: Signature, batches: list[Tensors], rows: list[int]) -> list[Tensors]:
+        d = self.ctx.dispatcher
+        results = []
+        for batch, n in zip(batches, rows):
+            results.append(await d.predict(servable, sig.name, batch, n))
+        return results
+
+    async def explain_batches(self, servable: Servable, sig: Signature, batches: list[Tensors], target: Any) -> list[Tensors]:
+        if target is not None and not isinstance(target, str):
+            raise InvalidInput(f"target: expected an output name, got {target!r}")
+        return [await self.ctx.dispatcher.explain(servable, sig.name, b, target) for b in batches]

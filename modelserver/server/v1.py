@@ -1,0 +1,142 @@
+"""V1 (TensorFlow Serving REST) handlers: predict and explain, model status, metadata and list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelserver.codecs import v1 as codec
+from modelserver.codecs import v2 as v2codec
+from modelserver.codecs.v1 import V1Request
+from modelserver.runtime.base import Servable, Signature, TensorSpec
+from modelserver.runtime.repository import AVAILABLE, FAILED, ModelEntry
+from modelserver.server.inference import InferenceHandler
+from modelserver.server.v2 import answer_v2
+
+#: TensorFlow Serving's state names for our load states
+TFS_STATE = {AVAILABLE: "AVAILABLE", FAILED: "END", "LOADING": "LOADING"}
+TF_ENUM = {
+    "BOOL": "DT_BOOL", "UINT8": "DT_UINT8", "UINT16": "DT_UINT16", "UINT32": "DT_UINT32",
+    "UINT64": "DT_UINT64", "INT8": "DT_INT8", "INT16": "DT_INT16", "INT32": "DT_INT32",
+    "INT64": "DT_INT64", "FP16": "DT_HALF", "FP32": "DT_FLOAT", "FP64": "DT_DOUBLE", "BYTES": "DT_STRING",
+}
+
+
+class PredictHandler(InferenceHandler):
+    """``POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict|:explain``, ``/predict``,
+    ``/explain`` and ``/{signature}/predict``; the seed paths also take V2 and single-tensor bodies."""
+
+    protocol = "v1"
+
+    async def handle_post(
+        self, model: str | None = None, version: str | None = None, label: str | None = None,
+        verb: str = "predict", signature: str | None = None,
+    ) -> None:
+        self.endpoint = verb
+        servable = self.servable(model, version, label)
+        body = self.json_body()
+        if model is None and (v2codec.is_v2(body) or v2codec.is_single_tensor(body)):
+            self.protocol = "v2"
+            sig = self.signature(servable, signature or _v2_signature(body))
+            return await answer_v2(self, servable, sig, body, b"", explain=verb == "explain")
+        sig = self.signature(servable, signature or codec.signature_name(body))
+        request = codec.decode(body, sig, max_instances=self.ctx.settings.max_instances)
+        if verb == "explain":
+            target = body.get("target") if isinstance(body, dict) else None
+            results = await self.explain_batches(servable, sig, request.batches, target)
+            return self.write_json(codec.encode(request, results, "explanations"))
+        results = await self.run_batches(servable, sig, request.batches, _rows(request))
+        self.write_json(codec.encode(request, results))
+
+
+def _rows(request: V1Request) -> list[int]:
+    return [max((int(a.shape[0]) for a in b.values() if a.ndim), default=1) for b in request.batches]
+
+
+def _v2_signature(body: Any) -> str | None:
+    params = body.get("parameters") if isinstance(body, dict) else None
+    name = params.get("signature_name") if isinstance(params, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def version_status(entry: ModelEntry, version: int | None) -> dict[str, Any]:
+    versions = [entry.versions[version]] if version is not None else list(entry.versions.values())
+    return {
+        "model_version_status": [
+            {
+                "version": str(vs.version),
+                "state": TFS_STATE[vs.state],
+                "status": {
+                    "error_code": "OK" if vs.state != FAILED else "UNKNOWN",
+                    "error_message": vs.error,
+                },
+            }
+            for vs in sorted(versions, key=lambda v: -v.version)
+        ]
+    }
+
+
+def _tensor_info(t: TensorSpec) -> dict[str, Any]:
+    shape: dict[str, Any] = (
+        {"unknown_rank": True} if t.shape is None
+        else {"dim": [{"size": str(d), "name": ""} for d in t.shape], "unknown_rank": False}
+    )
+    return {"dtype": TF_ENUM[t.datatype], "tensor_shape": shape, "name": t.name}
+
+
+def signature_def(sig: Signature) -> dict[str, Any]:
+    return {
+        "inputs": {t.name: _tensor_info(t) for t in sig.inputs},
+        "outputs": {t.name: _tensor_info(t) for t in sig.outputs},
+        "method_name": sig.method,
+    }
+
+
+def metadata(servable: Servable) -> dict[str, Any]:
+    return {
+        "model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
+        "metadata": {
+            "signature_def": {
+                "signature_def": {k: signature_def(s) for k, s in servable.signatures.items()}
+            }
+        },
+    }
+
+
+class StatusHandler(InferenceHandler):
+    """``GET /v1/models/{m}[/versions/{v}|/labels/{l}]``: TensorFlow Serving's version status."""
+
+    protocol, endpoint = "v1", "status"
+
+    async def get(self, model: str, version: str | None = None, label: str | None = None) -> None:
+        self.model_label = model
+        repo = self.ctx.repository
+        number = repo.version_number(model, version, label) if (version or label) else None
+        self.write_json(version_status(repo.entry(model), number))
+
+
+class MetadataHandler(InferenceHandler):
+    """``GET /v1/models/{m}[/versions/{v}]/metadata``: signature defs."""
+
+    protocol, endpoint = "v1", "metadata"
+
+    async def get(self, model: str, version: str | None = None, label: str | None = None) -> None:
+        self.write_json(metadata(self.servable(model, version, label)))
+
+
+class ListHandler(InferenceHandler):
+    """``GET /v1/models``: every model with its versions and states."""
+
+    protocol, endpoint = "v1", "list"
+
+    async def get(self) -> None:
+        models = []
+        for entry in self.ctx.repository.models.values():
+            models.append(
+                {
+                    "name": entry.name,
+                    "versions": [str(v) for v in entry.versions],
+                    "labels": {k: str(v) for k, v in entry.labels.items()},
+                    **version_status(entry, None),
+                }
+            )
+        self.write_json({"models": models})

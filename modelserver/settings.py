@@ -1,0 +1,116 @@
+"""All of the server's settings in one typed object.
+
+Each setting has a command-line flag (``--max-body-bytes``) and an environment variable
+(``MODELSERVER_MAX_BODY_BYTES``); the flag wins over the variable, the variable over the default.
+The CLI builds its flags from this dataclass, so a setting is declared once, here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+ENV_PREFIX = "MODELSERVER_"
+PROTOCOLS = ("v1", "v2", "openai")
+
+
+def _setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class Settings:
+    """How one model server runs: what it serves, where, and its limits."""
+
+    model_path: str | None = _setting(
+        None, "SavedModel directory, or a directory of numbered versions; the demo model if empty"
+    )
+    name: str = _setting("", "model name in URLs (default: the directory's name, or 'iris')")
+    host: str = _setting("127.0.0.1", "address to listen on (0.0.0.0 in containers)")
+    port: int = _setting(8080, "port to listen on")
+    protocol: str = _setting("v1", "protocol the home page presents first", choices=PROTOCOLS)
+    signature: str = _setting("serving_default", "signature used when a request names none")
+    version_labels: str = _setting("", "version labels, as 'stable=1,canary=2'")
+    max_body_bytes: int = _setting(10 * 1024 * 1024, "largest request body accepted (413 above)")
+    timeout_seconds: float = _setting(30.0, "longest a model call may take (504 after)")
+    max_instances: int = _setting(10000, "most rows (instances) in one request")
+    max_concurrent_requests: int = _setting(
+        256, "inference requests in progress at once; more get 429"
+    )
+    api_keys: str = _setting("", "comma-separated API keys; when set, inference needs one")
+    api_key_file: str = _setting("", "file with one API key per line (a mounted Secret)")
+    batching: bool = _setting(True, "merge concurrent requests into one model call")
+    max_batch_size: int = _setting(32, "most rows in one merged model call")
+    max_latency_ms: float = _setting(
+        0.0, "extra wait to gather a batch when the model is idle (0: none, batch only while busy)"
+    )
+    model_threads: int = _setting(0, "threads running model calls (0: one per CPU)")
+    warmup: bool = _setting(True, "run a synthetic inference before reporting ready")
+    explain_steps: int = _setting(50, "integrated-gradients steps for /explain")
+    drain_seconds: float = _setting(30.0, "longest wait for in-flight requests on SIGTERM")
+    log_level: str = _setting("info", "log level", choices=("debug", "info", "warning", "error"))
+    log_format: str = _setting("json", "log line format", choices=("json", "text"))
+
+    def api_key_set(self) -> frozenset[str]:
+        """The accepted API keys, from ``api_keys`` and ``api_key_file``; empty means no auth."""
+        keys = {k.strip() for k in self.api_keys.split(",") if k.strip()}
+        if self.api_key_file:
+            with open(self.api_key_file, encoding="utf-8") as f:
+                keys.update(line.strip() for line in f if line.strip())
+        return frozenset(keys)
+
+    def labels(self) -> dict[str, int]:
+        """``version_labels`` parsed into ``{label: version}``."""
+        out: dict[str, int] = {}
+        for item in filter(None, (p.strip() for p in self.version_labels.split(","))):
+            label, sep, version = item.partition("=")
+            if not sep or not version.strip().isdigit():
+                raise ValueError(f"version label {item!r} is not of the form label=VERSION")
+            out[label.strip()] = int(version)
+        return out
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def parse_value(kind: type, raw: str) -> Any:
+    """Turn a flag or environment string into the setting's type."""
+    if kind is bool:
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {raw!r}")
+    return kind(raw)
+
+
+def _kind(f: Any) -> type:
+    hint = f.type if isinstance(f.type, str) else f.type.__name__
+    return {"int": int, "float": float, "bool": bool}.get(hint.split(" ")[0], str)
+
+
+def setting_kinds() -> dict[str, tuple[type, dict[str, Any]]]:
+    """Each setting's name, type and metadata, in declaration order."""
+    return {f.name: (_kind(f), dict(f.metadata)) for f in fields(Settings)}
+
+
+def from_sources(overrides: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
+    """Settings from defaults, then the environment, then explicit overrides (CLI flags)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, (kind, meta) in setting_kinds().items():
+        raw = environ.get(env_name(name))
+        if raw is not None and raw != "":
+            try:
+                values[name] = parse_value(kind, raw)
+            except ValueError as e:
+                raise ValueError(f"{env_name(name)}: {e}") from None
+        if overrides.get(name) is not None:
+            values[name] = overrides[name]
+        choices = meta.get("choices")
+        if choices and name in values and values[name] not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}, got {values[name]!r}")
+    return Settings(**values)
