@@ -149,9 +149,15 @@ class TFServable:
         return {n: (inputs[n].astype(np.float64) * totals[n] / steps).astype(inputs[n].dtype) for n in floats}
 
 
+_NOISE = ("Graph execution error", "Detected at node", "<stack traces", "[[{{node", "File ")
+
+
 def _first_line(e: BaseException) -> str:
+    """The line of a TensorFlow error that says what went wrong, without graph tracebacks."""
     text = getattr(e, "message", None) or str(e)
-    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(_NOISE)]
+    return (useful or lines or [type(e).__name__])[0]
 
 
 def load_savedmodel(name: str, version: int, path: Path) -> TFServable:
