@@ -76,7 +76,8 @@ class _BatchQueue:
         return future
 
     def _take(self) -> list[_Item]:
-        group, rows = [], 0
+        group: list[_Item] = []
+        rows = 0
         while self.waiting:
             item = self.waiting[0]
             if item.future.done():  # timed out while queued: drop it

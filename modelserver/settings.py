@@ -8,6 +8,7 @@ The CLI builds its flags from this dataclass, so a setting is declared once, her
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -97,12 +98,12 @@ def setting_kinds() -> dict[str, tuple[type, dict[str, Any]]]:
     return {f.name: (_kind(f), dict(f.metadata)) for f in fields(Settings)}
 
 
-def from_sources(overrides: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
+def from_sources(overrides: dict[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from defaults, then the environment, then explicit overrides (CLI flags)."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for name, (kind, meta) in setting_kinds().items():
-        raw = environ.get(env_name(name))
+        raw = env.get(env_name(name))
         if raw is not None and raw != "":
             try:
                 values[name] = parse_value(kind, raw)

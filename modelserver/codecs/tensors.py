@@ -62,7 +62,7 @@ def _leaf_ok(v: Any, dt: DType) -> bool:
         return isinstance(v, (str, bytes)) or (isinstance(v, dict) and set(v) == {"b64"})
     if dt.is_bool:
         return isinstance(v, bool) or (isinstance(v, int) and v in (0, 1))
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    if not isinstance(v, (int, float)):
         return False
     return not dt.is_int or float(v).is_integer()
 
@@ -85,6 +85,10 @@ def walk_shape(value: Any, dt: DType, where: str) -> tuple[int, ...]:
         raise InvalidInput(
             f"{where}: expected {_expected_leaf(dt)} ({dt.v2}), got {_type_name(value)} {_short(value)}"
         )
+    if dt.is_int:
+        info = np.iinfo(dt.numpy)
+        if not info.min <= value <= info.max:
+            raise InvalidInput(f"{where}: expected an integer in [{info.min}, {info.max}] ({dt.v2}), got {value}")
     return ()
 
 
@@ -126,8 +130,6 @@ def _cast(arr: np.ndarray, dt: DType, where: str) -> np.ndarray:
         if kind == "b":
             return arr
         bad = ~np.isin(arr, (0, 1))
-    elif kind == "b":
-        bad = np.ones(arr.shape, dtype=bool)
     elif dt.is_int:
         info = np.iinfo(dt.numpy)
         if kind == "f":

@@ -75,7 +75,7 @@ class BaseHandler(tornado.web.RequestHandler):
             return
         await self.handle_post(*args, **kwargs)
 
-    async def handle_post(self, *args: str, **kwargs: str) -> None:
+    async def handle_post(self, *args: Any, **kwargs: Any) -> None:
         raise NotFound(f"POST is not served on {self.request.path}")
 
     def write_json(self, obj: Any, status: int = 200) -> None:

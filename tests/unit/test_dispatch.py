@@ -1,0 +1,118 @@
+"""The dispatcher's batching: merge and split, isolation of failures, admission and timeouts.
+
+The servable here is a plain numpy function (a unit test of the queueing logic); batching with real
+TensorFlow models is covered by tests/server/test_batching.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from modelserver.dispatch import Dispatcher, batchable, merge, split
+from modelserver.errors import InvalidInput, Overloaded, RequestTimeout
+from modelserver.metrics import Metrics
+from modelserver.runtime.base import Signature, TensorSpec
+from modelserver.settings import Settings
+
+SIG = Signature("s", (TensorSpec("x", "FP32", (-1, 1)),), (TensorSpec("y", "FP32", (-1, 1)),))
+
+
+class Doubler:
+    """Doubles its input after ``delay`` seconds; rejects negative values; records call sizes."""
+
+    name, version, platform, examples = "d", 1, "test", {}
+    signatures = {"s": SIG}
+
+    def __init__(self, delay: float = 0.05) -> None:
+        self.delay = delay
+        self.calls: list[int] = []
+        self.lock = threading.Lock()
+
+    def predict(self, signature, inputs):
+        x = inputs["x"]
+        with self.lock:
+            self.calls.append(len(x))
+        time.sleep(self.delay)
+        if (x < 0).any():
+            raise InvalidInput("negative")
+        return {"y": x * 2}
+
+    def explain(self, signature, inputs, *, target, steps):
+        raise NotImplementedError
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_merge_and_split_are_exact():
+    parts = [{"x": np.arange(n, dtype=np.float32).reshape(n, 1) + 10 * n} for n in (1, 3, 2)]
+    merged = merge(parts)
+    assert merged["x"].shape == (6, 1)
+    back = split(merged, [1, 3, 2])
+    for a, b in zip(parts, back):
+        np.testing.assert_array_equal(a["x"], b["x"])
+    with pytest.raises(ValueError):
+        split({"y": np.zeros(5)}, [1, 3, 2])
+
+
+def test_batchable():
+    assert batchable(SIG)
+    assert not batchable(Signature("s", (TensorSpec("x", "FP32", (1, 2)),), SIG.outputs))
+    assert not batchable(Signature("s", SIG.inputs, (TensorSpec("y", "FP32", ()),)))
+
+
+def _gather(d: Dispatcher, model, sizes, bad=()):
+    async def one(i, n):
+        x = np.full((n, 1), -1.0 if i in bad else float(i), np.float32)
+        try:
+            return await d.predict(model, "s", {"x": x}, n)
+        except Exception as e:  # noqa: BLE001 - collected for the assertions
+            return e
+
+    async def main():
+        return await asyncio.gather(*(one(i, n) for i, n in enumerate(sizes)))
+
+    return run(main())
+
+
+def test_concurrent_requests_are_merged_and_split_back():
+    model = Doubler()
+    d = Dispatcher(Settings(max_batch_size=32), Metrics())
+    sizes = [1, 3, 2, 5, 1]
+    out = _gather(d, model, sizes)
+    for i, (n, o) in enumerate(zip(sizes, out)):
+        np.testing.assert_array_equal(o["y"], np.full((n, 1), 2.0 * i))
+    assert sum(model.calls) == sum(sizes) and len(model.calls) < len(sizes)
+
+
+def test_a_failing_request_fails_alone():
+    model = Doubler()
+    d = Dispatcher(Settings(), Metrics())
+    out = _gather(d, model, [1, 2, 3, 4], bad={2})
+    assert isinstance(out[2], InvalidInput)
+    for i in (0, 1, 3):
+        np.testing.assert_array_equal(out[i]["y"], np.full(([1, 2, 3, 4][i], 1), 2.0 * i))
+
+
+def test_row_cap_and_no_batching():
+    model = Doubler()
+    _gather(Dispatcher(Settings(max_batch_size=4), Metrics()), model, [1, 3, 3, 2, 2])
+    assert max(model.calls) <= 4
+    model2 = Doubler()
+    _gather(Dispatcher(Settings(batching=False), Metrics()), model2, [1, 3, 3])
+    assert sorted(model2.calls) == [1, 3, 3]
+
+
+def test_overload_and_timeout():
+    d = Dispatcher(Settings(max_concurrent_requests=2), Metrics())
+    out = _gather(d, Doubler(delay=0.2), [1, 1, 1, 1])
+    assert sum(isinstance(o, Overloaded) for o in out) == 2
+    d = Dispatcher(Settings(timeout_seconds=0.05), Metrics())
+    out = _gather(d, Doubler(delay=0.3), [1])
+    assert isinstance(out[0], RequestTimeout)

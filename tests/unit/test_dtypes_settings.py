@@ -1,0 +1,52 @@
+"""Datatype mapping and the settings object (flags over environment over defaults)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modelserver import dtypes
+from modelserver.settings import Settings, from_sources
+
+
+@pytest.mark.parametrize(
+    "v2,np_dtype,tf_name",
+    [
+        ("BOOL", np.bool_, "bool"), ("UINT8", np.uint8, "uint8"), ("UINT16", np.uint16, "uint16"),
+        ("UINT32", np.uint32, "uint32"), ("UINT64", np.uint64, "uint64"), ("INT8", np.int8, "int8"),
+        ("INT16", np.int16, "int16"), ("INT32", np.int32, "int32"), ("INT64", np.int64, "int64"),
+        ("FP16", np.float16, "float16"), ("FP32", np.float32, "float32"), ("FP64", np.float64, "float64"),
+        ("BYTES", object, "string"),
+    ],
+)
+def test_dtype_table(v2, np_dtype, tf_name):
+    d = dtypes.from_v2(v2)
+    assert d is not None and d.numpy == np.dtype(np_dtype) and d.tf_name == tf_name
+    assert dtypes.from_tf(tf_name) is d and dtypes.from_numpy(np.dtype(np_dtype)) is d
+
+
+def test_unknown_dtypes():
+    assert dtypes.from_v2("FP8") is None
+    with pytest.raises(ValueError):
+        dtypes.from_tf("complex64")
+
+
+def test_settings_precedence_and_parsing():
+    env = {"MODELSERVER_PORT": "9000", "MODELSERVER_BATCHING": "false", "MODELSERVER_TIMEOUT_SECONDS": "2.5"}
+    s = from_sources({"port": None}, env)
+    assert s.port == 9000 and s.batching is False and s.timeout_seconds == 2.5
+    assert from_sources({"port": 7000}, env).port == 7000
+    assert from_sources({}, {}).port == Settings().port
+    with pytest.raises(ValueError, match="MODELSERVER_PORT"):
+        from_sources({}, {"MODELSERVER_PORT": "abc"})
+    with pytest.raises(ValueError, match="protocol"):
+        from_sources({"protocol": "v9"}, {})
+
+
+def test_labels_and_keys(tmp_path):
+    assert Settings(version_labels="stable=1, canary=2").labels() == {"stable": 1, "canary": 2}
+    with pytest.raises(ValueError):
+        Settings(version_labels="stable").labels()
+    f = tmp_path / "keys"
+    f.write_text("k2\n\nk3\n")
+    assert Settings(api_keys="k1, ", api_key_file=str(f)).api_key_set() == {"k1", "k2", "k3"}
