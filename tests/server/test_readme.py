@@ -64,7 +64,7 @@ def test_curl_example(iris, command, documented):
 def test_python_example(iris):
     (code,) = [b for b in _blocks("python") if "tritonclient" in b]
     done = subprocess.run(
-        ["python", "-c", code.replace("localhost:8080", iris.address)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code.replace("localhost:8080", iris.address)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     assert "[[" in done.stdout
