@@ -15,6 +15,7 @@ import numpy as np
 
 from modelserver.dtypes import DType
 from modelserver.errors import InvalidInput
+from modelserver.runtime.base import Signature, Tensors
 
 
 def fmt_shape(shape: tuple[int, ...] | list[int] | None) -> str:
@@ -189,3 +190,27 @@ def jsonable(arr: np.ndarray, *, b64: bool = False) -> Any:
     if arr.ndim == 0:
         return arr.item()
     return np.ascontiguousarray(arr)
+
+
+def batch_rows(tensors: Tensors) -> int:
+    """Rows in a request's batch: the first dimension of its inputs (1 for scalars)."""
+    return max((int(a.shape[0]) for a in tensors.values() if a.ndim), default=1)
+
+
+def check_batch(tensors: Tensors, sig: Signature, where: str, max_instances: int) -> None:
+    """Named inputs must agree on their batch size, and stay within the row limit."""
+    sizes = {n: int(a.shape[0]) for n, a in tensors.items() if a.ndim and sig.input(n).batched}
+    if len(set(sizes.values())) > 1:
+        detail = ", ".join(f"{n!r} has {s}" for n, s in sizes.items())
+        raise InvalidInput(f"{where}: mismatched batch between named inputs: {detail}")
+    if sizes and max(sizes.values()) > max_instances:
+        raise InvalidInput(f"{where}: at most {max_instances} rows per request, got {max(sizes.values())}")
+
+
+def check_names(given: set[str], sig: Signature, where: str) -> None:
+    """Exactly the signature's inputs: name the first missing or unknown one."""
+    expected = set(sig.input_names)
+    if given != expected:
+        missing, extra = expected - given, given - expected
+        what = f"missing input {sorted(missing)[0]!r}" if missing else f"unknown input {sorted(extra)[0]!r}"
+        raise InvalidInput(f"{where}: {what}; the signature takes {sorted(expected)}")

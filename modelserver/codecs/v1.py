@@ -13,7 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from modelserver.codecs.tensors import fits, fmt_shape, jsonable, to_array, walk_shape
+from modelserver.codecs.tensors import (
+    batch_rows,
+    check_batch,
+    check_names,
+    fits,
+    fmt_shape,
+    jsonable,
+    to_array,
+    walk_shape,
+)
 from modelserver.errors import InvalidInput
 from modelserver.runtime.base import Signature, Tensors, TensorSpec
 
@@ -31,14 +40,7 @@ class V1Request:
 
     @property
     def rows(self) -> int:
-        return len(self.batches) if self.whole else _batch_rows(self.batches[0])
-
-
-def _batch_rows(tensors: Tensors) -> int:
-    for arr in tensors.values():
-        if arr.ndim:
-            return int(arr.shape[0])
-    return 1
+        return len(self.batches) if self.whole else batch_rows(self.batches[0])
 
 
 def _is_b64(value: Any) -> bool:
@@ -61,8 +63,11 @@ def _describe_expected(spec: TensorSpec) -> str:
 
 
 def signature_name(body: Any) -> str | None:
-    """The body's ``signature_name``, or None when it names none."""
-    name = body.get("signature_name") if isinstance(body, dict) else None
+    """The signature a body names: V1's ``signature_name``, V2's ``parameters.signature_name``."""
+    if not isinstance(body, dict):
+        return None
+    params = body.get("parameters")
+    name = body.get("signature_name", params.get("signature_name") if isinstance(params, dict) else None)
     if name is not None and (not isinstance(name, str) or not name):
         raise InvalidInput(f"signature_name: expected a non-empty string, got {name!r}")
     return name
@@ -94,17 +99,13 @@ def _decode_rows(instances: Any, sig: Signature, max_instances: int) -> V1Reques
     named = len(sig.inputs) > 1 or (isinstance(first, dict) and not _is_b64(first))
     columns: dict[str, tuple[list[Any], str]] = {}
     if named:
-        expected = set(sig.input_names)
         for i, inst in enumerate(instances):
             if not isinstance(inst, dict) or _is_b64(inst):
                 raise InvalidInput(
-                    f"instances[{i}]: expected an object with inputs {sorted(expected)}, "
+                    f"instances[{i}]: expected an object with inputs {sorted(sig.input_names)}, "
                     f"got {type(inst).__name__}"
                 )
-            if set(inst) != expected:
-                missing, extra = expected - set(inst), set(inst) - expected
-                what = f"missing input {sorted(missing)[0]!r}" if missing else f"unknown input {sorted(extra)[0]!r}"
-                raise InvalidInput(f"instances[{i}]: {what}; the signature takes {sorted(expected)}")
+            check_names(set(inst), sig, f"instances[{i}]")
         for spec in sig.inputs:
             columns[spec.name] = ([inst[spec.name] for inst in instances], f".{spec.name}")
     else:
@@ -126,7 +127,7 @@ def _decode_rows(instances: Any, sig: Signature, max_instances: int) -> V1Reques
         return V1Request(ROW, [{n: a for n, a in arrays.items()}], named=named)  # type: ignore[misc]
     batches = [{n: arrays[n][i] for n in arrays} for i in range(len(instances))]
     for i, batch in enumerate(batches):
-        _check_batch(batch, sig, f"instances[{i}]")
+        check_batch(batch, sig, f"instances[{i}]", max_instances)
     return V1Request(ROW, batches, whole=True, named=named)  # type: ignore[arg-type]
 
 
@@ -172,21 +173,10 @@ def _column(values: list[Any], spec: TensorSpec, suffix: str) -> tuple[str, Any]
     return "row", arr
 
 
-def _check_batch(batch: Tensors, sig: Signature, where: str) -> None:
-    sizes = {n: int(a.shape[0]) for n, a in batch.items() if a.ndim and sig.input(n).batched}
-    if len(set(sizes.values())) > 1:
-        detail = ", ".join(f"{n!r} has {s}" for n, s in sizes.items())
-        raise InvalidInput(f"{where}: mismatched batch between named inputs: {detail}")
-
-
 def _decode_columns(inputs: Any, sig: Signature, max_instances: int) -> V1Request:
     named = isinstance(inputs, dict) and not _is_b64(inputs)
     if named:
-        expected = set(sig.input_names)
-        if set(inputs) != expected:
-            missing, extra = expected - set(inputs), set(inputs) - expected
-            what = f"missing input {sorted(missing)[0]!r}" if missing else f"unknown input {sorted(extra)[0]!r}"
-            raise InvalidInput(f"inputs: {what}; the signature takes {sorted(expected)}")
+        check_names(set(inputs), sig, "inputs")
         values = dict(inputs)
     elif len(sig.inputs) == 1:
         values = {sig.inputs[0].name: inputs}
@@ -204,11 +194,8 @@ def _decode_columns(inputs: Any, sig: Signature, max_instances: int) -> V1Reques
                 f"{where}: expected shape {fmt_shape(spec.shape)} for input {name!r}, got {fmt_shape(arr.shape)}"
             )
         batch[name] = arr
-    _check_batch(batch, sig, "inputs")
-    request = V1Request(COLUMNAR, [batch], named=named)
-    if request.rows > max_instances:
-        raise InvalidInput(f"inputs: at most {max_instances} rows per request, got {request.rows}")
-    return request
+    check_batch(batch, sig, "inputs", max_instances)
+    return V1Request(COLUMNAR, [batch], named=named)
 
 
 def _b64(name: str) -> bool:

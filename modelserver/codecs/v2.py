@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from modelserver import dtypes
-from modelserver.codecs.tensors import fits, fmt_shape, jsonable, to_array
+from modelserver.codecs.tensors import check_batch, fits, fmt_shape, jsonable, to_array
 from modelserver.errors import InvalidInput
 from modelserver.runtime.base import Signature, Tensors
 
@@ -157,7 +157,7 @@ def decode(body: Any, binary: bytes, sig: Signature, *, max_instances: int) -> V
     missing = [n for n in sig.input_names if n not in tensors]
     if missing:
         raise InvalidInput(f"inputs: missing input {missing[0]!r}; the signature takes {sig.input_names}")
-    check_batch(tensors, sig, max_instances)
+    check_batch(tensors, sig, "inputs", max_instances)
     params = body.get("parameters") or {}
     if not isinstance(params, dict):
         raise InvalidInput(f"parameters: expected an object, got {params!r}")
@@ -180,18 +180,9 @@ def decode_single(body: dict[str, Any], sig: Signature, *, max_instances: int) -
             f"a single-tensor body fits a signature with one input; {sig.name!r} takes {sig.input_names}"
         )
     name, arr, _ = decode_tensor(body, 0, sig, memoryview(b""), 0, "body")
-    check_batch({name: arr}, sig, max_instances)
+    check_batch({name: arr}, sig, "body", max_instances)
     params = body.get("parameters") or {}
     return V2Request(inputs={name: arr}, id=str(uuid.uuid4()), parameters=params if isinstance(params, dict) else {})
-
-
-def check_batch(tensors: Tensors, sig: Signature, max_instances: int) -> None:
-    sizes = {n: int(a.shape[0]) for n, a in tensors.items() if a.ndim and sig.input(n).batched}
-    if len(set(sizes.values())) > 1:
-        detail = ", ".join(f"{n!r} has {s}" for n, s in sizes.items())
-        raise InvalidInput(f"inputs: mismatched batch between named inputs: {detail}")
-    if sizes and max(sizes.values()) > max_instances:
-        raise InvalidInput(f"inputs: at most {max_instances} rows per request, got {max(sizes.values())}")
 
 
 def _requested_outputs(outputs: Any, sig: Signature) -> list[tuple[str, bool]] | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelserver.codecs.tensors import batch_rows
 from modelserver.errors import InvalidInput
 from modelserver.runtime.base import Servable, Signature, Tensors, get_signature
 from modelserver.server.base import BaseHandler
@@ -29,12 +30,9 @@ class InferenceHandler(BaseHandler):
             default = next(iter(servable.signatures))
         return get_signature(servable, default)
 
-    async def run_batches(self, servable: Servable, sig: Signature, batches: list[Tensors], rows: list[int]) -> list[Tensors]:
+    async def run_batches(self, servable: Servable, sig: Signature, batches: list[Tensors]) -> list[Tensors]:
         d = self.ctx.dispatcher
-        results = []
-        for batch, n in zip(batches, rows):
-            results.append(await d.predict(servable, sig.name, batch, n))
-        return results
+        return [await d.predict(servable, sig.name, batch, batch_rows(batch)) for batch in batches]
 
     async def explain_batches(self, servable: Servable, sig: Signature, batches: list[Tensors], target: Any) -> list[Tensors]:
         if target is not None and not isinstance(target, str):

@@ -6,7 +6,6 @@ from typing import Any
 
 from modelserver.codecs import v1 as codec
 from modelserver.codecs import v2 as v2codec
-from modelserver.codecs.v1 import V1Request
 from modelserver.runtime.base import Servable, Signature, TensorSpec
 from modelserver.runtime.repository import AVAILABLE, FAILED, ModelEntry
 from modelserver.server.inference import InferenceHandler
@@ -36,7 +35,7 @@ class PredictHandler(InferenceHandler):
         body = self.json_body()
         if model is None and (v2codec.is_v2(body) or v2codec.is_single_tensor(body)):
             self.protocol = "v2"
-            sig = self.signature(servable, signature or _v2_signature(body))
+            sig = self.signature(servable, signature or codec.signature_name(body))
             return await answer_v2(self, servable, sig, body, b"", explain=verb == "explain")
         sig = self.signature(servable, signature or codec.signature_name(body))
         request = codec.decode(body, sig, max_instances=self.ctx.settings.max_instances)
@@ -44,18 +43,8 @@ class PredictHandler(InferenceHandler):
             target = body.get("target") if isinstance(body, dict) else None
             results = await self.explain_batches(servable, sig, request.batches, target)
             return self.write_json(codec.encode(request, results, "explanations"))
-        results = await self.run_batches(servable, sig, request.batches, _rows(request))
+        results = await self.run_batches(servable, sig, request.batches)
         self.write_json(codec.encode(request, results))
-
-
-def _rows(request: V1Request) -> list[int]:
-    return [max((int(a.shape[0]) for a in b.values() if a.ndim), default=1) for b in request.batches]
-
-
-def _v2_signature(body: Any) -> str | None:
-    params = body.get("parameters") if isinstance(body, dict) else None
-    name = params.get("signature_name") if isinstance(params, dict) else None
-    return name if isinstance(name, str) else None
 
 
 def version_status(entry: ModelEntry, version: int | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 from modelserver import __version__
 from modelserver.codecs import jsonio
 from modelserver.codecs import v2 as codec
+from modelserver.codecs.v1 import signature_name
 from modelserver.errors import NotReady
 from modelserver.runtime.base import Servable, Signature
 from modelserver.server.base import BaseHandler
@@ -28,8 +29,7 @@ async def answer_v2(
         target = request.parameters.get("target")
         (outputs,) = await h.explain_batches(servable, sig, [request.inputs], target)
     else:
-        rows = max((int(a.shape[0]) for a in request.inputs.values() if a.ndim), default=1)
-        (outputs,) = await h.run_batches(servable, sig, [request.inputs], [rows])
+        (outputs,) = await h.run_batches(servable, sig, [request.inputs])
     header, tail = codec.encode(request, outputs, servable.name, servable.version, explain=explain)
     if not tail:
         return h.write_json(header)
@@ -37,12 +37,6 @@ async def answer_v2(
     h.set_header("Content-Type", "application/octet-stream")
     h.set_header(codec.HEADER_LENGTH, str(len(head)))
     h.finish(head + tail)
-
-
-def _signature_param(body: Any) -> str | None:
-    params = body.get("parameters") if isinstance(body, dict) else None
-    name = params.get("signature_name") if isinstance(params, dict) else None
-    return name if isinstance(name, str) else None
 
 
 class InferHandler(InferenceHandler):
@@ -55,7 +49,7 @@ class InferHandler(InferenceHandler):
         servable = self.servable(model, version)
         head, tail = codec.split_binary(self.body, self.request.headers.get(codec.HEADER_LENGTH))
         body = jsonio.loads(head)
-        sig = self.signature(servable, _signature_param(body))
+        sig = self.signature(servable, signature_name(body))
         await answer_v2(self, servable, sig, body, tail, explain=verb == "explain")
 
 

@@ -57,7 +57,7 @@ class Server:
             try:
                 if requests.get(self.url("/v2/health/ready"), timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or slow under load
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"modelserver not ready after {timeout}s:\n{self.log()}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -95,10 +96,16 @@ def test_metrics(iris):
 
 def test_logs_are_json_lines_with_request_ids(iris):
     requests.post(iris.url("/v1/models/iris:predict"), json={"instances": [ROW]}, headers={"X-Request-ID": "trace-42"}, timeout=10)
-    import json
+    assert requests.get(iris.url("/v2/health/live"), timeout=10).headers["X-Request-ID"]
 
-    lines = [json.loads(line) for line in iris.log().splitlines() if line.startswith("{")]
-    assert any(entry.get("request_id") == "trace-42" and entry.get("status") == 200 for entry in lines)
+    def logged() -> bool:  # the access line is written just after the response goes out
+        lines = [json.loads(line) for line in iris.log().splitlines() if line.startswith("{")]
+        return any(e.get("request_id") == "trace-42" and e.get("status") == 200 and e.get("model") == "iris" for e in lines)
+
+    deadline = time.monotonic() + 5
+    while not logged() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert logged()
 
 
 def test_home_page_and_openapi(iris):
