@@ -3,57 +3,52 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 
-def _save(module: tf.Module, path: Path, signatures: dict) -> Path:
-    tf.saved_model.save(module, str(path), signatures=signatures)
+def _spec(shape: list[int | None], dtype: tf.DType, name: str) -> tf.TensorSpec:
+    return tf.TensorSpec(shape, dtype, name=name)
+
+
+def _save(path: Path, specs: list[tf.TensorSpec], fn: Callable, **variables: tf.Variable) -> Path:
+    """Save ``fn`` (returning a dict of named outputs) as the model's ``serving_default``."""
+    module = tf.Module()
+    for name, var in variables.items():
+        setattr(module, name, var)
+    module.serve = tf.function(fn, input_signature=specs)
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
     return path
 
 
 def multi_dtype(path: Path) -> Path:
     """Named inputs of four dtypes; outputs of float, int, bool and string dtypes."""
 
-    class M(tf.Module):
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None, 3], tf.float32, name="x"),
-                tf.TensorSpec([None], tf.int64, name="k"),
-                tf.TensorSpec([None], tf.string, name="text"),
-                tf.TensorSpec([None], tf.bool, name="flag"),
-            ]
-        )
-        def serve(self, x, k, text, flag):
-            total = tf.reduce_sum(x, axis=1) * tf.cast(k, tf.float32)
-            return {
-                "total": total,
-                "doubled": k * 2,
-                "negated": tf.logical_not(flag),
-                "shout": tf.strings.join([tf.strings.upper(text), "!"]),
-                "length": tf.strings.length(text),
-            }
+    def serve(x, k, text, flag):
+        return {
+            "total": tf.reduce_sum(x, axis=1) * tf.cast(k, tf.float32),
+            "doubled": k * 2,
+            "negated": tf.logical_not(flag),
+            "shout": tf.strings.join([tf.strings.upper(text), "!"]),
+            "length": tf.strings.length(text),
+        }
 
-    m = M()
-    return _save(m, path, {"serving_default": m.serve})
+    specs = [
+        _spec([None, 3], tf.float32, "x"),
+        _spec([None], tf.int64, "k"),
+        _spec([None], tf.string, "text"),
+        _spec([None], tf.bool, "flag"),
+    ]
+    return _save(path, specs, serve)
 
 
 def scaled(path: Path, factor: float) -> Path:
     """y = factor * x for x of shape [-1, 2]: versions tell themselves apart by their factor."""
-
-    class M(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.f = tf.Variable(factor)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
-        def serve(self, x):
-            return {"y": x * self.f}
-
-    m = M()
-    return _save(m, path, {"serving_default": m.serve})
+    f = tf.Variable(factor)
+    return _save(path, [_spec([None, 2], tf.float32, "x")], lambda x: {"y": x * f}, f=f)
 
 
 def versioned(base: Path) -> Path:
@@ -66,54 +61,34 @@ def versioned(base: Path) -> Path:
 def slow(path: Path, seconds: float) -> Path:
     """Busy-waits ``seconds`` inside the graph, then returns x + 1."""
 
-    class M(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
-        def serve(self, x):
-            start = tf.timestamp()
-            (spins,) = tf.while_loop(
-                lambda t: tf.timestamp() - start < seconds, lambda t: [t + 1.0], [tf.constant(0.0, tf.float64)]
-            )
-            return {"y": x + 1.0 + tf.cast(spins * 0.0, tf.float32)}
+    def serve(x):
+        start = tf.timestamp()
+        (spins,) = tf.while_loop(
+            lambda t: tf.timestamp() - start < seconds, lambda t: [t + 1.0], [tf.constant(0.0, tf.float64)]
+        )
+        return {"y": x + 1.0 + tf.cast(spins * 0.0, tf.float32)}
 
-    m = M()
-    return _save(m, path, {"serving_default": m.serve})
+    return _save(path, [_spec([None, 1], tf.float32, "x")], serve)
 
 
 def picky(path: Path) -> Path:
     """y = sqrt(x), refusing negative inputs at run time (an error only the model can find)."""
 
-    class M(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
-        def serve(self, x):
-            with tf.control_dependencies([tf.debugging.assert_non_negative(x, message="x must be >= 0")]):
-                return {"y": tf.sqrt(x)}
+    def serve(x):
+        with tf.control_dependencies([tf.debugging.assert_non_negative(x, message="x must be >= 0")]):
+            return {"y": tf.sqrt(x)}
 
-    m = M()
-    return _save(m, path, {"serving_default": m.serve})
+    return _save(path, [_spec([None, 2], tf.float32, "x")], serve)
 
 
 def scalar_out(path: Path) -> Path:
     """Sums its whole input to one number (an output with no batch dimension)."""
-
-    class M(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
-        def serve(self, x):
-            return {"total": tf.reduce_sum(x)}
-
-    m = M()
-    return _save(m, path, {"serving_default": m.serve})
+    return _save(path, [_spec([None, 2], tf.float32, "x")], lambda x: {"total": tf.reduce_sum(x)})
 
 
 def int_only(path: Path) -> Path:
     """Integer input only: explain has nothing to attribute."""
-
-    class M(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="ids")])
-        def serve(self, ids):
-            return {"next": ids + 1}
-
-    m = M()
-    return _save(m, path, {"serving_default": m.serve})
+    return _save(path, [_spec([None], tf.int32, "ids")], lambda ids: {"next": ids + 1})
 
 
 def in_process(path: Path, signature: str = "serving_default", **inputs):
