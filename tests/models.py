@@ -81,6 +81,16 @@ def picky(path: Path) -> Path:
     return _save(path, [_spec([None, 2], tf.float32, "x")], serve)
 
 
+def needs_positive(path: Path) -> Path:
+    """Refuses zeros, so the warm-up inference (all zeros) fails and the server must stay not ready."""
+
+    def serve(x):
+        with tf.control_dependencies([tf.debugging.assert_positive(x, message="x must be > 0")]):
+            return {"y": tf.math.log(x)}
+
+    return _save(path, [_spec([None, 2], tf.float32, "x")], serve)
+
+
 def scalar_out(path: Path) -> Path:
     """Sums its whole input to one number (an output with no batch dimension)."""
     return _save(path, [_spec([None, 2], tf.float32, "x")], lambda x: {"total": tf.reduce_sum(x)})

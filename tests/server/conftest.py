@@ -49,13 +49,14 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 120.0) -> Server:
+    def wait_ready(self, timeout: float = 120.0, path: str = "/v2/health/ready") -> Server:
+        """Wait until ``path`` answers 200 (readiness by default, liveness for a listening server)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"modelserver exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.url("/v2/health/ready"), timeout=1).status_code == 200:
+                if requests.get(self.url(path), timeout=1).status_code == 200:
                     return self
             except requests.RequestException:  # not listening yet, or slow under load
                 pass
@@ -94,7 +95,7 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     def start(model: Path | None, *args: str, env: dict[str, str] | None = None, ready: bool = True) -> Server:
         server = Server(model, *args, log=logs / f"server-{len(started)}.log", env=env)
         started.append(server)
-        return server.wait_ready() if ready else server
+        return server.wait_ready() if ready else server.wait_ready(path="/v2/health/live")
 
     yield start
     for s in started:

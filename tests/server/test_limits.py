@@ -116,3 +116,37 @@ def test_home_page_and_openapi(iris):
     assert spec["openapi"].startswith("3.")
     assert "/v1/models/{model}:predict" in spec["paths"] and "/v2/models/{model}/infer" in spec["paths"]
     assert requests.get(iris.url("/docs"), timeout=10).status_code == 200
+
+
+def test_failed_warmup_keeps_the_server_unready_and_says_why(start_server, model_dir):
+    server = start_server(models.needs_positive(model_dir / "positive"), ready=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = requests.get(server.url("/v1/models/positive"), timeout=5).json()["model_version_status"][0]
+        if status["state"] != "LOADING":
+            break
+        time.sleep(0.2)
+    assert status["state"] == "END" and status["status"]["error_code"] == "UNKNOWN"
+    assert "x must be > 0" in status["status"]["error_message"]
+    ready = requests.get(server.url("/v2/health/ready"), timeout=5)
+    assert ready.status_code == 503 and "model failed to load" in ready.json()["error"]
+    r = requests.post(server.url("/predict"), json={"instances": [[1.0, 2.0]]}, timeout=5)
+    assert r.status_code == 503 and "failed" in r.json()["error"]
+    assert requests.get(server.url("/v2/health/live"), timeout=5).status_code == 200
+
+
+def test_loading_is_reported_before_ready(start_server, model_dir):
+    server = start_server(models.slow(model_dir / "slow-load", 1.0), ready=False)
+    seen = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            r = requests.get(server.url("/v2/health/ready"), timeout=5)
+        except requests.RequestException:
+            time.sleep(0.05)
+            continue
+        seen.add(r.status_code)
+        if r.status_code == 200:
+            break
+        time.sleep(0.05)
+    assert seen == {503, 200}
