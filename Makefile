@@ -20,10 +20,12 @@ run: $(STAMP)
 	$(BIN)/modelserver serve --port $(PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check modelserver tests
+	$(BIN)/ruff check modelserver operator tests
 
+# operator/ imports as modeldeploy_operator: give mypy that name through a link
 typecheck: $(STAMP)
-	$(BIN)/mypy modelserver
+	mkdir -p .typecheck && ln -sfn ../operator .typecheck/modeldeploy_operator
+	MYPYPATH=.typecheck $(BIN)/mypy -p modelserver -p modeldeploy_operator
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q

@@ -1,0 +1,22 @@
+"""``python -m modeldeploy_operator``: run the operator (namespaces from MODELDEPLOY_NAMESPACES)."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+from modeldeploy_operator import handlers
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = handlers.CONFIG
+    liveness = f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None
+    if cfg.namespaces:
+        kopf.run(standalone=True, namespaces=list(cfg.namespaces), liveness_endpoint=liveness)
+    else:
+        kopf.run(standalone=True, clusterwide=True, liveness_endpoint=liveness)
+
+
+if __name__ == "__main__":
+    main()

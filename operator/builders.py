@@ -1,0 +1,262 @@
+"""Pure functions from a ModelDeployment to the manifests of its children.
+
+Everything here is deterministic: the same spec gives the same manifests, so server-side apply is
+idempotent and a second reconcile changes nothing. The pod template passes the Pod Security
+Standards "restricted" profile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from modeldeploy_operator import API_VERSION, KIND
+from modeldeploy_operator.spec import MODEL_ROOT, Spec
+
+PORT = 8080
+SERVICE_PORT = 80
+PRESTOP_SECONDS = 5
+DRAIN_SECONDS = 30
+RUN_AS = 10001
+KEYS_DIR = "/var/run/modeldeploy/keys"
+MAX_NAME = 63
+
+
+def child_name(name: str, suffix: str = "") -> str:
+    """A DNS-label name (at most 63 characters) for a child; long names get a stable hash."""
+    full = f"{name}-{suffix}" if suffix else name
+    if len(full) <= MAX_NAME:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return f"{full[: MAX_NAME - 9].rstrip('-')}-{digest}"
+
+
+def selector_labels(spec: Spec) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "modelserver", "app.kubernetes.io/instance": child_name(spec.name)}
+
+
+def labels(spec: Spec) -> dict[str, str]:
+    return {
+        **selector_labels(spec),
+        "app.kubernetes.io/managed-by": "modeldeploy",
+        "app.kubernetes.io/component": "model-server",
+        "modeldeploy.dev/model": child_name(spec.model_name),
+    }
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(spec: Spec, uid: str, name: str | None = None) -> dict[str, Any]:
+    return {
+        "name": name or child_name(spec.name),
+        "namespace": spec.namespace,
+        "labels": labels(spec),
+        "ownerReferences": [owner_reference(spec.name, uid)],
+    }
+
+
+def server_env(spec: Spec) -> list[dict[str, str]]:
+    """The model server's settings for this spec, as MODELSERVER_* environment variables."""
+    b = spec.batching
+    values: dict[str, Any] = {
+        "NAME": spec.model_name,
+        "HOST": "0.0.0.0",
+        "PORT": PORT,
+        "PROTOCOL": spec.protocol,
+        "SIGNATURE": spec.signature,
+        "BATCHING": str(b.get("enabled", True)).lower(),
+        "MAX_BATCH_SIZE": b.get("maxBatchSize", 32),
+        "MAX_LATENCY_MS": b.get("maxLatencyMs", 0),
+        "EXPLAIN_STEPS": spec.explain_steps,
+        "DRAIN_SECONDS": DRAIN_SECONDS,
+        "LOG_FORMAT": "json",
+    }
+    limit_names = {
+        "maxBodyBytes": "MAX_BODY_BYTES",
+        "timeoutSeconds": "TIMEOUT_SECONDS",
+        "maxInstances": "MAX_INSTANCES",
+        "maxConcurrentRequests": "MAX_CONCURRENT_REQUESTS",
+    }
+    for key, env in limit_names.items():
+        if key in spec.limits:
+            values[env] = spec.limits[key]
+    if spec.api_key_secret:
+        values["API_KEY_FILE"] = f"{KEYS_DIR}/keys"
+    return [{"name": f"MODELSERVER_{k}", "value": str(v)} for k, v in values.items()]
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_template(spec: Spec, image: str) -> dict[str, Any]:
+    src = spec.source
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    init: list[dict[str, Any]] = []
+    if src.kind == "pvc":
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": src.claim, "readOnly": True}})
+        mounts.append({"name": "model", "mountPath": MODEL_ROOT, "readOnly": True})
+    elif src.kind == "http":
+        volumes.append({"name": "model", "emptyDir": {}})
+        mounts.append({"name": "model", "mountPath": MODEL_ROOT})
+        init.append(
+            {
+                "name": "fetch-model",
+                "image": image,
+                "args": ["fetch", src.uri, src.server_path(spec.model_name)],
+                "volumeMounts": [{"name": "model", "mountPath": MODEL_ROOT}, {"name": "tmp", "mountPath": "/tmp"}],
+                "securityContext": _container_security(),
+                "resources": spec.resources,
+            }
+        )
+    if spec.api_key_secret:
+        secret, key = spec.api_key_secret
+        volumes.append({"name": "api-keys", "secret": {"secretName": secret, "items": [{"key": key, "path": "keys"}]}})
+        mounts.append({"name": "api-keys", "mountPath": KEYS_DIR, "readOnly": True})
+    path = src.server_path(spec.model_name)
+    container: dict[str, Any] = {
+        "name": "modelserver",
+        "image": image,
+        "args": ["serve"] + ([path] if path else []),
+        "env": server_env(spec),
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}},
+        "resources": spec.resources,
+        "securityContext": _container_security(),
+        "volumeMounts": mounts,
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": PRESTOP_SECONDS + DRAIN_SECONDS + 5,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if init:
+        pod_spec["initContainers"] = init
+    return {"metadata": {"labels": labels(spec)}, "spec": pod_spec}
+
+
+def deployment(spec: Spec, uid: str, image: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(spec, uid),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(spec)},
+            "revisionHistoryLimit": 3,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": pod_template(spec, spec.image or image),
+        },
+    }
+    if spec.autoscaling is None:
+        body["spec"]["replicas"] = spec.replicas  # with autoscaling the HPA owns the count
+    return body
+
+
+def service(spec: Spec, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(spec, uid),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(spec),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def hpa(spec: Spec, uid: str) -> dict[str, Any] | None:
+    if spec.autoscaling is None:
+        return None
+    a = spec.autoscaling
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(spec, uid),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": child_name(spec.name)},
+            "minReplicas": a["minReplicas"],
+            "maxReplicas": a["maxReplicas"],
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": a["targetCPUUtilizationPercentage"]},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def pdb(spec: Spec, uid: str) -> dict[str, Any] | None:
+    if spec.disruption_budget is None:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(spec, uid),
+        "spec": {"selector": {"matchLabels": selector_labels(spec)}, **spec.disruption_budget},
+    }
+
+
+def children(spec: Spec, uid: str, image: str) -> list[tuple[str, dict[str, Any] | None]]:
+    """Every child kind with its desired manifest; None means the kind must not exist."""
+    return [
+        ("Deployment", deployment(spec, uid, image)),
+        ("Service", service(spec, uid)),
+        ("HorizontalPodAutoscaler", hpa(spec, uid)),
+        ("PodDisruptionBudget", pdb(spec, uid)),
+    ]
+
+
+def url(spec: Spec) -> str:
+    """The in-cluster inference URL in the spec's protocol."""
+    base = f"http://{child_name(spec.name)}.{spec.namespace}.svc.cluster.local"
+    if spec.protocol == "v2":
+        return f"{base}/v2/models/{spec.model_name}/infer"
+    if spec.protocol == "openai":
+        return f"{base}/openai/v1"
+    return f"{base}/v1/models/{spec.model_name}:predict"
+
+
+def selector_string(spec: Spec) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector_labels(spec).items())

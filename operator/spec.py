@@ -1,0 +1,120 @@
+"""A ModelDeployment's spec as typed values, with the defaults and the checks the schema cannot make.
+
+The CRD's OpenAPI schema and CEL rules refuse most bad specs at the API server; ``parse`` repeats
+the essentials (a spec may predate a schema change) and raises ``SpecError`` saying what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from modeldeploy_operator.errors import SpecError
+
+PROTOCOLS = ("v1", "v2", "openai")
+MODEL_ROOT = "/models"
+_PVC = re.compile(r"^pvc://(?P<claim>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)(?P<path>/.*)?$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the model comes from and where the server finds it."""
+
+    kind: str  # "demo" | "pvc" | "http" | "file"
+    uri: str = ""
+    claim: str = ""
+    sub_path: str = ""
+
+    def server_path(self, model_name: str) -> str | None:
+        """The path given to ``modelserver serve`` (None: the bundled demo)."""
+        if self.kind == "demo":
+            return None
+        if self.kind == "file":
+            return self.uri[len("file://") :]
+        if self.kind == "pvc":
+            return f"{MODEL_ROOT}/{self.sub_path.strip('/')}".rstrip("/")
+        return f"{MODEL_ROOT}/{model_name}"
+
+
+def parse_uri(uri: str) -> ModelSource:
+    if not uri:
+        return ModelSource("demo")
+    m = _PVC.match(uri)
+    if m:
+        return ModelSource("pvc", uri, claim=m.group("claim"), sub_path=m.group("path") or "")
+    if uri.startswith(("http://", "https://")) and len(uri) > len("https://"):
+        return ModelSource("http", uri)
+    if uri.startswith("file:///"):
+        return ModelSource("file", uri)
+    raise SpecError(f"spec.model.uri {uri!r}: expected pvc://CLAIM/PATH, http(s)://..., or file:///PATH")
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    namespace: str
+    model_name: str
+    source: ModelSource
+    signature: str = "serving_default"
+    protocol: str = "v1"
+    image: str = ""
+    replicas: int = 1
+    autoscaling: dict[str, int] | None = None
+    disruption_budget: dict[str, Any] | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    batching: dict[str, Any] = field(default_factory=dict)
+    explain_steps: int = 50
+    api_key_secret: tuple[str, str] | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
+
+
+def _obj(spec: dict[str, Any], key: str) -> dict[str, Any]:
+    value = spec.get(key) or {}
+    if not isinstance(value, dict):
+        raise SpecError(f"spec.{key}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
+    """Typed spec with defaults; ``SpecError`` says what to fix."""
+    model = _obj(spec, "model")
+    protocol = spec.get("protocol", "v1")
+    if protocol not in PROTOCOLS:
+        raise SpecError(f"spec.protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    fmt = model.get("format", "tensorflow")
+    if fmt != "tensorflow":
+        raise SpecError(f"spec.model.format {fmt!r} is not served yet; use tensorflow (a SavedModel)")
+    autoscaling = spec.get("autoscaling")
+    if autoscaling is not None and "replicas" in spec:
+        raise SpecError("set either spec.replicas or spec.autoscaling, not both")
+    if autoscaling is not None:
+        autoscaling = {
+            "minReplicas": int(autoscaling.get("minReplicas", 1)),
+            "maxReplicas": int(autoscaling["maxReplicas"]),
+            "targetCPUUtilizationPercentage": int(autoscaling.get("targetCPUUtilizationPercentage", 80)),
+        }
+        if autoscaling["minReplicas"] > autoscaling["maxReplicas"]:
+            raise SpecError("spec.autoscaling.minReplicas must not exceed maxReplicas")
+    budget = spec.get("disruptionBudget")
+    if budget is not None and ("minAvailable" in budget) == ("maxUnavailable" in budget):
+        raise SpecError("spec.disruptionBudget needs exactly one of minAvailable or maxUnavailable")
+    auth = _obj(spec, "auth").get("apiKeySecretRef")
+    secret = (auth["name"], auth.get("key", "api-keys")) if auth else None
+    return Spec(
+        name=name,
+        namespace=namespace,
+        model_name=model.get("name") or name,
+        source=parse_uri(model.get("uri", "")),
+        signature=model.get("signature", "serving_default"),
+        protocol=protocol,
+        image=spec.get("image", ""),
+        replicas=int(spec.get("replicas", 1)),
+        autoscaling=autoscaling,
+        disruption_budget=dict(budget) if budget else None,
+        resources=_obj(spec, "resources"),
+        batching=_obj(spec, "batching"),
+        explain_steps=int(_obj(spec, "explainer").get("steps", 50)),
+        api_key_secret=secret,
+        limits=_obj(spec, "limits"),
+    )

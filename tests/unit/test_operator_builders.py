@@ -1,0 +1,170 @@
+"""Manifest builders: names, labels, ownerReferences, the restricted pod profile, probes, HPA/PDB."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from modeldeploy_operator import builders
+from modeldeploy_operator.errors import SpecError
+from modeldeploy_operator.spec import parse
+
+UID = "1234-uid"
+IMAGE = "modeldeploy/modelserver:test"
+
+
+def build(spec: dict[str, Any], name: str = "iris", ns: str = "ml") -> dict[str, Any]:
+    s = parse(name, ns, spec)
+    return {kind: body for kind, body in builders.children(s, UID, IMAGE)}
+
+
+def container(dep: dict[str, Any]) -> dict[str, Any]:
+    return dep["spec"]["template"]["spec"]["containers"][0]
+
+
+def env(dep: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container(dep)["env"]}
+
+
+def test_names_labels_and_owner_references():
+    out = build({})
+    for kind in ("Deployment", "Service"):
+        meta = out[kind]["metadata"]
+        assert meta["name"] == "iris" and meta["namespace"] == "ml"
+        assert meta["labels"]["app.kubernetes.io/name"] == "modelserver"
+        assert meta["labels"]["app.kubernetes.io/instance"] == "iris"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "modeldeploy"
+        (ref,) = meta["ownerReferences"]
+        assert ref == {"apiVersion": "modeldeploy.dev/v1alpha1", "kind": "ModelDeployment", "name": "iris",
+                       "uid": UID, "controller": True, "blockOwnerDeletion": True}
+    assert out["Service"]["spec"]["selector"] == out["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert out["HorizontalPodAutoscaler"] is None and out["PodDisruptionBudget"] is None
+
+
+@pytest.mark.parametrize("name", ["a" * 63, "a" * 64, "model-" * 20])
+def test_child_names_fit_in_63_characters(name):
+    child = builders.child_name(name)
+    assert len(child) <= 63 and child[0].isalpha() and not child.endswith("-")
+    assert builders.child_name(name) == child  # stable
+    if len(name) > 63:
+        assert builders.child_name(name + "x") != child  # distinct
+
+
+def test_pod_template_passes_the_restricted_profile():
+    dep = build({})["Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    for c in pod["containers"] + pod.get("initContainers", []):
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"] is True
+    assert not any("hostPath" in v for v in pod["volumes"])
+
+
+def test_probes_prestop_and_rolling_update():
+    dep = build({})["Deployment"]
+    c = container(dep)
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(builders.PRESTOP_SECONDS)]
+    grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > builders.PRESTOP_SECONDS + builders.DRAIN_SECONDS
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+@pytest.mark.parametrize(
+    "uri,args,volume,init",
+    [
+        ("", ["serve"], None, False),
+        ("pvc://models/iris/1", ["serve", "/models/iris/1"], {"claimName": "models", "readOnly": True}, False),
+        ("https://host/iris.tar.gz", ["serve", "/models/iris"], None, True),
+        ("file:///opt/models/iris", ["serve", "/opt/models/iris"], None, False),
+    ],
+)
+def test_model_sources(uri, args, volume, init):
+    dep = build({"model": {"uri": uri}})["Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    assert container(dep)["args"] == args
+    pvcs = [v["persistentVolumeClaim"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert pvcs == ([volume] if volume else [])
+    if volume:
+        mount = next(m for m in container(dep)["volumeMounts"] if m["name"] == "model")
+        assert mount["readOnly"] is True
+    assert ("initContainers" in pod) is init
+    if init:
+        (fetch,) = pod["initContainers"]
+        assert fetch["args"] == ["fetch", uri, "/models/iris"] and fetch["image"] == IMAGE
+
+
+def test_settings_become_server_environment():
+    spec = {
+        "model": {"name": "flowers", "signature": "classify"},
+        "protocol": "v2",
+        "batching": {"enabled": False, "maxBatchSize": 8, "maxLatencyMs": 2},
+        "limits": {"maxBodyBytes": 1000, "timeoutSeconds": 3},
+        "auth": {"apiKeySecretRef": {"name": "keys"}},
+        "explainer": {"steps": 20},
+        "image": "registry.local/ms:1",
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
+    }
+    dep = build(spec)["Deployment"]
+    e = env(dep)
+    assert e["MODELSERVER_NAME"] == "flowers" and e["MODELSERVER_SIGNATURE"] == "classify"
+    assert e["MODELSERVER_PROTOCOL"] == "v2" and e["MODELSERVER_HOST"] == "0.0.0.0"
+    assert e["MODELSERVER_BATCHING"] == "false" and e["MODELSERVER_MAX_BATCH_SIZE"] == "8"
+    assert e["MODELSERVER_MAX_BODY_BYTES"] == "1000" and e["MODELSERVER_TIMEOUT_SECONDS"] == "3"
+    assert e["MODELSERVER_EXPLAIN_STEPS"] == "20" and e["MODELSERVER_API_KEY_FILE"].endswith("/keys")
+    assert container(dep)["image"] == "registry.local/ms:1"
+    assert container(dep)["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}}
+    secret = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "api-keys")
+    assert secret["secret"] == {"secretName": "keys", "items": [{"key": "api-keys", "path": "keys"}]}
+
+
+def test_replicas_hpa_and_pdb_only_when_asked():
+    fixed = build({"replicas": 3})
+    assert fixed["Deployment"]["spec"]["replicas"] == 3 and fixed["HorizontalPodAutoscaler"] is None
+    auto = build({"autoscaling": {"maxReplicas": 5}, "disruptionBudget": {"minAvailable": 1}})
+    assert "replicas" not in auto["Deployment"]["spec"]
+    hpa = auto["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["minReplicas"] == 1 and hpa["maxReplicas"] == 5
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "iris"}
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 80
+    pdb = auto["PodDisruptionBudget"]["spec"]
+    assert pdb["minAvailable"] == 1 and pdb["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "iris"
+
+
+@pytest.mark.parametrize(
+    "spec,words",
+    [
+        ({"replicas": 2, "autoscaling": {"maxReplicas": 3}}, ["either spec.replicas or spec.autoscaling"]),
+        ({"autoscaling": {"minReplicas": 4, "maxReplicas": 3}}, ["minReplicas"]),
+        ({"disruptionBudget": {}}, ["exactly one"]),
+        ({"model": {"uri": "s3://bucket/m"}}, ["pvc://", "http"]),
+        ({"model": {"format": "onnx"}}, ["onnx", "tensorflow"]),
+        ({"protocol": "grpc"}, ["protocol", "grpc"]),
+        ({"model": "iris"}, ["spec.model", "object"]),
+    ],
+)
+def test_invalid_specs_say_what_to_fix(spec, words):
+    with pytest.raises(SpecError) as e:
+        parse("iris", "ml", spec)
+    for w in words:
+        assert w in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "protocol,url",
+    [
+        ("v1", "http://iris.ml.svc.cluster.local/v1/models/iris:predict"),
+        ("v2", "http://iris.ml.svc.cluster.local/v2/models/iris/infer"),
+        ("openai", "http://iris.ml.svc.cluster.local/openai/v1"),
+    ],
+)
+def test_status_url(protocol, url):
+    assert builders.url(parse("iris", "ml", {"protocol": protocol})) == url
+
+
+def test_builders_are_deterministic():
+    assert build({"replicas": 2}) == build({"replicas": 2})

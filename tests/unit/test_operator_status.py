@@ -1,0 +1,48 @@
+"""Ready condition from observations: available, and each reason it is not."""
+
+from __future__ import annotations
+
+import pytest
+from modeldeploy_operator.status import Observed, PodView, merge_conditions, ready_condition
+
+
+def dep(ready=1, updated=1, replicas=1, generation=2, observed=2):
+    return {
+        "metadata": {"generation": generation},
+        "status": {"readyReplicas": ready, "updatedReplicas": updated, "replicas": replicas, "observedGeneration": observed},
+    }
+
+
+@pytest.mark.parametrize(
+    "observed,status,reason",
+    [
+        (Observed(3, 1, dep()), "True", "Available"),
+        (Observed(3, 2, dep(ready=1, updated=2, replicas=2)), "False", "Progressing"),
+        (Observed(3, 1, dep(observed=1)), "False", "Progressing"),
+        (Observed(3, 1, dep(ready=1, updated=1, replicas=2)), "False", "Progressing"),  # old pod still there
+        (Observed(3, 1, None), "False", "Creating"),
+        (Observed(3, 0, dep(0, 0, 0)), "False", "ScaledToZero"),
+        (Observed(3, 1, None, spec_error="bad uri"), "False", "InvalidSpec"),
+        (Observed(3, 1, dep(0), [PodView("p", False, "ImagePullBackOff", "not found")]), "False", "ImagePullFailed"),
+        (Observed(3, 1, dep(0), [PodView("p", False, "CrashLoopBackOff", last_exit="exit code 2: boom")]), "False", "CrashLooping"),
+        (Observed(3, 1, dep(0), [PodView("p", False, unready_reason="model failed to load: x")]), "False", "ModelLoadFailed"),
+        (Observed(3, 1, dep(0), [PodView("p", False, unready_reason="models are not loaded yet")]), "False", "Progressing"),
+    ],
+)
+def test_ready_condition(observed, status, reason):
+    c = ready_condition(observed)
+    assert (c["status"], c["reason"], c["type"], c["observedGeneration"]) == (status, reason, "Ready", 3)
+    assert c["message"]
+
+
+def test_crash_loop_message_carries_the_exit():
+    c = ready_condition(Observed(1, 1, dep(0), [PodView("p", False, "CrashLoopBackOff", last_exit="exit code 2: boom")]))
+    assert "exit code 2: boom" in c["message"]
+
+
+def test_transition_time_moves_only_when_status_changes():
+    first = merge_conditions([], {"type": "Ready", "status": "False", "reason": "Creating"}, "t1")
+    same = merge_conditions(first, {"type": "Ready", "status": "False", "reason": "Progressing"}, "t2")
+    flipped = merge_conditions(same, {"type": "Ready", "status": "True", "reason": "Available"}, "t3")
+    assert [c["lastTransitionTime"] for c in (first[0], same[0], flipped[0])] == ["t1", "t1", "t3"]
+    assert same[0]["reason"] == "Progressing" and len(flipped) == 1
