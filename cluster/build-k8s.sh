@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Build the Kubernetes server binaries (kubelet, kubeadm, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kube-proxy, kubectl) from the k8s.io/kubernetes Go module at $K8S_VERSION, plus
-# etcd, crictl, coredns and a tiny pause program, into a version-keyed cache directory.
+# etcd, coredns, a tiny pause program and (when its module is available) crictl, into a
+# version-keyed cache directory.
 # Result: $CACHE_DIR/k8s/$K8S_VERSION/bin. Re-running with a complete cache does nothing.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 OUT="$K8S_BIN_DIR"
 K8S_CMDS=(kubelet kubeadm kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl)
-EXTRA=(etcd crictl coredns pause)
+EXTRA=(etcd coredns pause)   # crictl is optional (built when its module is available)
 
 complete=1
 for b in "${K8S_CMDS[@]}" "${EXTRA[@]}"; do [ -x "$OUT/$b" ] || complete=0; done
@@ -77,8 +78,11 @@ build_module_cmd() {  # NAME MODULE@VERSION PACKAGE [LDFLAGS]
      && run_logged "get-$name" go get "$modver" \
      && run_logged "build-$name" go build -trimpath -ldflags="-s -w $extra" -o "$OUT/$name" "$pkg")
 }
-build_module_cmd crictl "github.com/kubernetes-sigs/cri-tools@$CRICTL_VERSION" github.com/kubernetes-sigs/cri-tools/cmd/crictl \
-  "-X github.com/kubernetes-sigs/cri-tools/pkg/version.Version=$CRICTL_VERSION"
+# crictl only serves debugging inside the node (kind and kubeadm do not need it): best effort.
+if ! ( build_module_cmd crictl "github.com/kubernetes-sigs/cri-tools@$CRICTL_VERSION" github.com/kubernetes-sigs/cri-tools/cmd/crictl \
+         "-X github.com/kubernetes-sigs/cri-tools/pkg/version.Version=$CRICTL_VERSION" ) 2>/dev/null; then
+  log "crictl $CRICTL_VERSION is not available from the Go module proxy; the node image goes without it"
+fi
 build_module_cmd coredns "github.com/coredns/coredns@$COREDNS_VERSION" github.com/coredns/coredns
 build_module_cmd etcd "go.etcd.io/etcd/server/v3@$ETCD_VERSION" go.etcd.io/etcd/server/v3
 
