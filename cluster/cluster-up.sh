@@ -23,13 +23,19 @@ if "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
     log "cluster $CLUSTER_NAME runs $current, not $IMAGE: recreating it"
     "$KIND" delete cluster --name "$CLUSTER_NAME"
   else
-    [ "$(docker inspect -f '{{.State.Running}}' "$node")" = true ] || { log "starting stopped node $node"; docker start "$node" >/dev/null; }
-    "$KIND" export kubeconfig --name "$CLUSTER_NAME" >/dev/null 2>&1
-    if timeout 60 bash -c "until '$KUBECTL' --context '$CTX' get --raw /readyz >/dev/null 2>&1; do sleep 2; done"; then
-      log "reusing cluster $CLUSTER_NAME"
-    else
-      log "cluster $CLUSTER_NAME does not answer: recreating it"
+    # A node whose container stopped (machine or dockerd restart) may come back with another
+    # address than its certificates name: recreating it is quicker than repairing it.
+    if [ "$(docker inspect -f '{{.State.Running}}' "$node" 2>/dev/null)" != true ]; then
+      log "node $node is not running: recreating the cluster"
       "$KIND" delete cluster --name "$CLUSTER_NAME"
+    else
+      "$KIND" export kubeconfig --name "$CLUSTER_NAME" >/dev/null 2>&1
+      if timeout 30 bash -c "until '$KUBECTL' --context '$CTX' get --raw /readyz >/dev/null 2>&1; do sleep 2; done"; then
+        log "reusing cluster $CLUSTER_NAME"
+      else
+        log "cluster $CLUSTER_NAME does not answer: recreating it"
+        "$KIND" delete cluster --name "$CLUSTER_NAME"
+      fi
     fi
   fi
 fi

@@ -30,6 +30,18 @@ command -v docker >/dev/null 2>&1 || apt_install docker.io
 
 engine_up() { timeout 20 docker info >/dev/null 2>&1; }
 
+install_wrapper() {
+  local real_runc
+  real_runc="$(command -v runc || true)"
+  [ -n "$real_runc" ] || die "runc not found"
+  real_runc="$(readlink -f "$real_runc")"
+  mkdir -p "$(dirname "$WRAPPER")"
+  sed "s#@REAL_RUNC@#$real_runc#" "$CLUSTER_DIR/runc-capfilter.py" >"$WRAPPER.tmp"
+  chmod 0755 "$WRAPPER.tmp"; mv "$WRAPPER.tmp" "$WRAPPER"
+}
+# daemon.json may name the wrapper from an earlier run: make sure it is there (and current).
+if grep -qs "$WRAPPER" /etc/docker/daemon.json; then install_wrapper; fi
+
 start_dockerd() {
   log "starting dockerd in the background (log: $DOCKERD_LOG)"
   setsid dockerd >>"$DOCKERD_LOG" 2>&1 < /dev/null &
@@ -71,12 +83,7 @@ if ! grep -q "apply caps" <<<"$PRIV_ERR"; then
 fi
 
 log "privileged containers fail (capability missing from the host bounding set): installing the $RUNTIME_NAME runtime wrapper"
-real_runc="$(command -v runc || true)"
-[ -n "$real_runc" ] || die "runc not found"
-real_runc="$(readlink -f "$real_runc")"
-mkdir -p "$(dirname "$WRAPPER")"
-sed "s#@REAL_RUNC@#$real_runc#" "$CLUSTER_DIR/runc-capfilter.py" >"$WRAPPER.tmp"
-chmod 0755 "$WRAPPER.tmp"; mv "$WRAPPER.tmp" "$WRAPPER"
+install_wrapper
 
 # Register it as the default runtime in daemon.json (merging with what is there), then reload.
 mkdir -p /etc/docker

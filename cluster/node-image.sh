@@ -150,5 +150,9 @@ printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$TAG-rootfs" >"$WORK/stopsignal/Docke
 DOCKER_BUILDKIT=0 docker build -q -t "$TAG" "$WORK/stopsignal" >"$CACHE_DIR/logs/node-stopsignal.log" 2>&1 \
   || { cat "$CACHE_DIR/logs/node-stopsignal.log" >&2; die "setting STOPSIGNAL on $TAG failed"; }
 docker rmi "$TAG-rootfs" >/dev/null
+# Older node images of this tooling are of no further use.
+for old in $(docker images --format '{{.Repository}}:{{.Tag}}' modeldeploy/kind-node); do
+  [ "$old" = "$TAG" ] || docker rmi "$old" >/dev/null 2>&1 || true
+done
 log "node image $TAG ready"
 echo "$TAG"
