@@ -57,14 +57,18 @@ def _is_ours(obj: dict[str, Any], uid: str) -> bool:
 
 
 def apply_children(spec: spec_mod.Spec, uid: str) -> list[tuple[str, str]]:
-    """Apply every child; returns what changed as (kind, Created|Updated|Deleted)."""
+    """Apply every child; returns what changed as (kind, Created|Updated|Deleted).
+
+    Every child is checked before any is written, so a name clash changes nothing.
+    """
     k = kube()
     name = builders.child_name(spec.name)
-    changed = []
-    for kind, desired in builders.children(spec, uid, CONFIG.image):
-        current = k.get(kind, spec.namespace, name)
+    plan = [(kind, desired, k.get(kind, spec.namespace, name)) for kind, desired in builders.children(spec, uid, CONFIG.image)]
+    for kind, _, current in plan:
         if current is not None and not _is_ours(current, uid):
             raise SpecError(f"a {kind} named {name!r} already exists and is not managed by this {KIND}; rename one of them")
+    changed = []
+    for kind, desired, current in plan:
         if desired is None:
             if current is not None:
                 k.delete(kind, spec.namespace, name)
@@ -109,9 +113,38 @@ async def on_change(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     await reconcile(body, logger)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds)
-async def resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    await reconcile(body, logger)
+async def resync_forever() -> None:
+    """Reconcile every ModelDeployment each ``resync_seconds``: repairs hand-edited children.
+
+    A loop of our own rather than a kopf timer, because kopf timers put a finalizer on every
+    resource, which would block deletion while the operator is down.
+    """
+    while True:
+        await asyncio.sleep(CONFIG.resync_seconds)
+        try:
+            items = await asyncio.to_thread(kube().list_all, "ModelDeployment", CONFIG.namespaces)
+        except OperatorError as e:
+            log.warning(f"resync: cannot list ModelDeployments: {e}")
+            continue
+        for body in items:
+            if body["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                await reconcile(body)
+            except (kopf.PermanentError, kopf.TemporaryError) as e:
+                log.info(f"resync of {body['metadata']['name']}: {e}")
+
+
+@kopf.on.startup()
+async def start_resync(memo: kopf.Memo, **_: Any) -> None:
+    memo["resync"] = asyncio.create_task(resync_forever())
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("resync")
+    if task is not None:
+        task.cancel()
 
 
 # -- status ---------------------------------------------------------------------------------------
@@ -151,11 +184,19 @@ def _model_info(k: Kube, spec: spec_mod.Spec, pods: list[status_mod.PodView]) ->
     return None
 
 
-def write_status(body: kopf.Body | dict[str, Any], spec: spec_mod.Spec | None, spec_error: str) -> None:
-    """Observe the children and write the owner's status (only when it changed)."""
+def write_status(
+    body: kopf.Body | dict[str, Any], spec: spec_mod.Spec | None, spec_error: str, *, keep_invalid: bool = False
+) -> None:
+    """Observe the children and write the owner's status (only when it changed).
+
+    ``keep_invalid``: a refresh after a child's event leaves an InvalidSpec condition alone; only a
+    reconcile that succeeds clears it.
+    """
     k = kube()
     meta = body["metadata"]
     old = dict(body.get("status") or {})
+    if keep_invalid and any(c.get("reason") == "InvalidSpec" for c in old.get("conditions", [])):
+        return
     generation = int(meta.get("generation") or 0)
     new: dict[str, Any] = {"observedGeneration": generation}
     if spec is None:
@@ -205,7 +246,7 @@ async def refresh_owner(child: kopf.Body, *, reapply: bool) -> None:
         else:
             spec = spec_mod.parse(owner["metadata"]["name"], ns, owner.get("spec") or {})
             async with _locks[(ns, owner["metadata"]["name"])]:
-                await asyncio.to_thread(write_status, owner, spec, "")
+                await asyncio.to_thread(write_status, owner, spec, "", keep_invalid=True)
     except (OperatorError, kopf.PermanentError, kopf.TemporaryError) as e:
         log.warning("status refresh failed", extra={"owner": owner["metadata"]["name"], "error": str(e)})
 

@@ -78,9 +78,6 @@ class Kube:
         s = getattr(self._local, "session", None)
         if s is None:
             s = self._local.session = requests.Session()
-            s.verify = self.conn.verify
-            if self.conn.cert:
-                s.cert = self.conn.cert
         return s
 
     def request(
@@ -91,7 +88,11 @@ class Kube:
             with open(self.conn.token_file, encoding="utf-8") as f:
                 headers["authorization"] = "Bearer " + f.read().strip()
         try:
-            r = self._session().request(method, self.conn.host + url_path, headers=headers, timeout=TIMEOUT, **kwargs)
+            # verify and cert per request: REQUESTS_CA_BUNDLE in the environment would override a session's
+            r = self._session().request(
+                method, self.conn.host + url_path, headers=headers, timeout=TIMEOUT,
+                verify=self.conn.verify, cert=self.conn.cert, **kwargs,
+            )
         except requests.RequestException as e:
             raise classify_api_error(None, str(e)) from e
         if r.status_code == 404 and ok404:
@@ -124,6 +125,21 @@ class Kube:
         r = self.request("GET", path(kind, namespace), params={"labelSelector": selector})
         assert r is not None
         return list(r.json().get("items", []))
+
+    def list_all(self, kind: str, namespaces: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Every object of a kind in the given namespaces (all namespaces when none are given)."""
+        prefix, plural = KINDS[kind]
+        paths = [f"{prefix}/namespaces/{ns}/{plural}" for ns in namespaces] or [f"{prefix}/{plural}"]
+        items: list[dict[str, Any]] = []
+        for p in paths:
+            r = self.request("GET", p)
+            assert r is not None
+            body = r.json()
+            for item in body.get("items", []):  # lists omit each item's apiVersion and kind
+                item.setdefault("apiVersion", body.get("apiVersion", "").removesuffix("List"))
+                item.setdefault("kind", kind)
+            items.extend(body.get("items", []))
+        return items
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.request(
