@@ -4,8 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PORT   ?= 8080
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+WHEELS := build/wheels
 
-.PHONY: venv run test lint typecheck unit server-tests clean
+.PHONY: venv run test lint typecheck unit server-tests wheels images clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,5 +39,19 @@ server-tests: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest tests
 
+## Wheels of the project and every dependency, for image builds without network
+wheels: $(STAMP)
+	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
+	$(BIN)/pip wheel -q --wheel-dir $(WHEELS) '.[operator]'
+	$(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['operator']))" > $(WHEELS)/operator-requirements.txt
+
+## Build both images and load them into the kind cluster under the chart's default tags
+images: wheels
+	cluster/build-image.sh -f Dockerfile.server -t modeldeploy/modelserver:$(VERSION)
+	cluster/build-image.sh -f Dockerfile.operator -t modeldeploy/operator:$(VERSION)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .typecheck *.egg-info
+
+# Real-Kubernetes tooling: make cluster, cluster-down, cluster-tools, apiserver-bins, image
+include mk/cluster.mk
