@@ -1,10 +1,14 @@
-"""The ``modelserver`` command: ``serve`` a model (the bundled demo by default), ``fetch`` one, build the ``demo``."""
+"""The ``modelserver`` command: ``serve`` a model (the bundled demo by default), ``fetch`` one,
+``drain`` a running server (a preStop hook), build the ``demo``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 from modelserver import __version__, demo
@@ -35,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     fetch = sub.add_parser("fetch", help="download or copy a model into a directory")
     fetch.add_argument("uri", help="http(s)://...tar.gz|.zip, file:///path, or a local path")
     fetch.add_argument("dir", help="destination directory")
+    drain = sub.add_parser("drain", help="tell a running server to drain (a preStop hook), then wait")
+    drain.add_argument("--pid", type=int, default=1, help="the server's process id (default 1, as in a container)")
+    drain.add_argument("--wait", type=float, default=5.0, help="seconds to wait after signalling")
     d = sub.add_parser("demo", help="build the bundled demo model (done on first serve otherwise)")
     d.add_argument("dir", nargs="?", default=None, help=f"where to build it (default {demo.default_dir()})")
     return p
@@ -78,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         except FetchError as e:
             print(f"modelserver fetch: {e}", file=sys.stderr)
             return 1
+        return 0
+    if args.command == "drain":
+        try:
+            os.kill(args.pid, signal.SIGUSR1)
+        except OSError as e:
+            print(f"modelserver drain: cannot signal process {args.pid}: {e}", file=sys.stderr)
+            return 1
+        time.sleep(args.wait)
         return 0
     target = demo.ensure(Path(args.dir) if args.dir else None)
     print(target)

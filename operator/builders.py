@@ -148,7 +148,8 @@ def pod_template(spec: Spec, image: str) -> dict[str, Any]:
             "timeoutSeconds": 5,
             "failureThreshold": 6,
         },
-        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}},
+        # Drain first (readiness 503, connections closed after each answer), then SIGTERM.
+        "lifecycle": {"preStop": {"exec": {"command": ["modelserver", "drain", "--wait", str(PRESTOP_SECONDS)]}}},
         "resources": spec.resources,
         "securityContext": _container_security(),
         "volumeMounts": mounts,

@@ -140,8 +140,20 @@ def build_context(settings: Settings, model_path: Path, name: str) -> ServerCont
     )
 
 
+def start_draining(ctx: ServerContext) -> None:
+    """Readiness answers 503 and every answer closes its connection; requests are still served.
+
+    SIGUSR1 (sent by ``modelserver drain`` in a preStop hook) starts this before SIGTERM, so
+    clients move to other pods while this one still answers.
+    """
+    if not ctx.draining:
+        ctx.draining = True
+        ctx.metrics.ready.set(0)
+        log.info("draining", extra={"in_flight": ctx.in_flight})
+
+
 async def serve(ctx: ServerContext) -> None:
-    """Listen, load the models in the background, and on SIGTERM drain and return."""
+    """Listen, load the models in the background; on SIGTERM finish in-flight requests and return."""
     s = ctx.settings
     server = tornado.httpserver.HTTPServer(make_app(ctx), max_body_size=HARD_BODY_LIMIT, xheaders=True)
     server.listen(s.port, s.host)
@@ -150,6 +162,7 @@ async def serve(ctx: ServerContext) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: start_draining(ctx))
 
     async def load() -> None:
         await loop.run_in_executor(None, lambda: ctx.repository.load_all(default_loader, warmup=s.warmup))
@@ -159,9 +172,7 @@ async def serve(ctx: ServerContext) -> None:
 
     loading = asyncio.ensure_future(load())
     await stop.wait()
-    ctx.draining = True  # readiness answers 503 from now on
-    ctx.metrics.ready.set(0)
-    log.info("draining", extra={"in_flight": ctx.in_flight})
+    start_draining(ctx)
     deadline = time.monotonic() + s.drain_seconds
     while ctx.in_flight > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

@@ -44,6 +44,12 @@ class BaseHandler(tornado.web.RequestHandler):
         self._counted = True
         self.request_id = self.request.headers.get("X-Request-ID") or uuid.uuid4().hex
         self.set_header("X-Request-ID", self.request_id)
+        if self.ctx.draining:
+            # Close the connection after this answer ("Connection: close"), so keep-alive clients
+            # reconnect, through the Service, to a pod that is not going away.
+            conn = self.request.connection
+            if hasattr(conn, "_disconnect_on_finish"):
+                conn._disconnect_on_finish = True
         if self.needs_auth:
             h = self.request.headers
             self.ctx.check_key(h.get("Authorization"), h.get("X-API-Key"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -150,3 +152,20 @@ def test_loading_is_reported_before_ready(start_server, model_dir):
             break
         time.sleep(0.05)
     assert seen == {503, 200}
+
+
+def test_drain_signal_turns_readiness_off_and_closes_connections(start_server, iris_path):
+    server = start_server(iris_path)
+    session = requests.Session()
+    assert session.post(server.url("/predict"), json={"instances": [ROW]}, timeout=10).headers.get("Connection") != "close"
+    done = subprocess.run(
+        [sys.executable, "-m", "modelserver", "drain", "--pid", str(server.proc.pid), "--wait", "0"], timeout=30
+    )
+    assert done.returncode == 0
+    deadline = time.monotonic() + 5
+    while requests.get(server.url("/v2/health/ready"), timeout=5).status_code != 503:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    r = session.post(server.url("/predict"), json={"instances": [ROW]}, timeout=10)
+    assert r.status_code == 200 and r.headers["Connection"] == "close"  # still serving, but moving clients on
+    assert server.stop() == 0

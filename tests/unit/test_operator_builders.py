@@ -68,7 +68,7 @@ def test_probes_prestop_and_rolling_update():
     c = container(dep)
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
-    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(builders.PRESTOP_SECONDS)]
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["modelserver", "drain", "--wait", str(builders.PRESTOP_SECONDS)]
     grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > builders.PRESTOP_SECONDS + builders.DRAIN_SECONDS
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
