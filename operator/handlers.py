@@ -207,7 +207,7 @@ def write_status(
         dep = k.get("Deployment", spec.namespace, name)
         pods = [
             _pod_view(k, p, spec)
-            for p in k.list("Pod", spec.namespace, builders.selector_string(spec))
+            for p in k.list_objects("Pod", spec.namespace, builders.selector_string(spec))
             if not p["metadata"].get("deletionTimestamp")
         ]
         desired = int(((dep or {}).get("spec") or {}).get("replicas", spec.replicas))

@@ -121,7 +121,7 @@ class Kube:
     def delete(self, kind: str, namespace: str, name: str) -> bool:
         return self.request("DELETE", path(kind, namespace, name), ok404=True) is not None
 
-    def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+    def list_objects(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         r = self.request("GET", path(kind, namespace), params={"labelSelector": selector})
         assert r is not None
         return list(r.json().get("items", []))

@@ -48,8 +48,8 @@ class BaseHandler(tornado.web.RequestHandler):
             # Close the connection after this answer ("Connection: close"), so keep-alive clients
             # reconnect, through the Service, to a pod that is not going away.
             conn = self.request.connection
-            if hasattr(conn, "_disconnect_on_finish"):
-                conn._disconnect_on_finish = True
+            if conn is not None and hasattr(conn, "_disconnect_on_finish"):
+                setattr(conn, "_disconnect_on_finish", True)  # noqa: B010 - tornado's own flag
         if self.needs_auth:
             h = self.request.headers
             self.ctx.check_key(h.get("Authorization"), h.get("X-API-Key"))
