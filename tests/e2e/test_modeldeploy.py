@@ -1,0 +1,253 @@
+"""ModelDeployment end to end on the kind cluster, as a user runs it.
+
+Images from the two Dockerfiles, the chart installed with ``helm``, the examples applied with
+``kubectl``, inference through the Service from the host (port-forward on 127.0.0.1) and from a
+pod inside the cluster (the URL in the resource's status), a rolling update to a new model version
+under a request loop with zero failed requests, and deletion leaving nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from tests import models
+
+ROOT = Path(__file__).resolve().parents[2]
+VERSION = "0.1.0"
+SERVER_IMAGE = f"modeldeploy/modelserver:{VERSION}"
+OPERATOR_IMAGE = f"modeldeploy/operator:{VERSION}"
+RELEASE_NS = "modeldeploy-system"
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+
+LOAD_CLIENT = r'''
+import http.client, json, sys, time, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1])
+body = json.dumps({"instances": [[1.0, 2.0]]}).encode()
+conn, counts, failures, n = None, {}, [], 0
+last_old, first_new, deadline = time.time(), None, time.time() + 240
+print("started", flush=True)
+while time.time() < deadline:
+    try:
+        if conn is None:
+            conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=10)
+        conn.request("POST", u.path, body, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        data = r.read()
+        if (r.getheader("Connection") or "").lower() == "close":
+            conn.close()
+            conn = None
+        if r.status != 200:
+            failures.append(f"{r.status} {data[:200]!r}")
+            continue
+        y = json.loads(data)["predictions"][0][0]
+        counts[str(y)] = counts.get(str(y), 0) + 1
+        if y == 1.0:
+            last_old = time.time()
+        elif first_new is None:
+            first_new = time.time()
+    except Exception as e:  # a keep-alive client does not retry a POST: every error counts
+        failures.append(repr(e))
+        conn = None
+    n += 1
+    if first_new is not None and time.time() - last_old > 10:
+        break
+    time.sleep(0.01)
+print(json.dumps({"requests": n, "counts": counts, "failed": len(failures), "failures": failures[:10]}), flush=True)
+'''
+
+
+def kubectl(cluster, *args, check=True, timeout=300, input=None):
+    done = cluster.kubectl_run(*args, check=False, timeout=timeout, input=input)
+    if check and done.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def diagnose(cluster, ns: str) -> str:
+    parts = []
+    for args in (("-n", ns, "get", "mdep,deploy,pods,svc", "-o", "wide"), ("-n", ns, "describe", "pods"),
+                 ("-n", RELEASE_NS, "logs", "deploy/modeldeploy", "--tail=60")):
+        parts.append(kubectl(cluster, *args, check=False).stdout)
+    return "\n".join(parts)
+
+
+def wait_ready(cluster, ns: str, name: str, timeout: int = 420) -> None:
+    done = kubectl(cluster, "-n", ns, "wait", f"mdep/{name}", "--for=condition=Ready", f"--timeout={timeout}s",
+                   check=False, timeout=timeout + 30)
+    if done.returncode != 0:
+        raise AssertionError(f"{name} not Ready: {done.stderr}\n{diagnose(cluster, ns)}")
+
+
+def mdep_status(cluster, ns: str, name: str) -> dict:
+    return json.loads(kubectl(cluster, "-n", ns, "get", f"mdep/{name}", "-o", "json").stdout)["status"]
+
+
+def run_pod(cluster, ns: str, name: str, args: list[str], timeout: int = 300, wait: bool = True) -> str:
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "client", "image": SERVER_IMAGE, "command": ["python3", *args],
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    }
+    kubectl(cluster, "-n", ns, "apply", "-f", "-", input=json.dumps(pod))
+    if not wait:
+        return ""
+    return pod_result(cluster, ns, name, timeout)
+
+
+def pod_result(cluster, ns: str, name: str, timeout: int = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        phase = kubectl(cluster, "-n", ns, "get", f"pod/{name}", "-o", "jsonpath={.status.phase}").stdout
+        if phase in ("Succeeded", "Failed"):
+            logs = kubectl(cluster, "-n", ns, "logs", f"pod/{name}").stdout
+            assert phase == "Succeeded", logs
+            return logs
+        time.sleep(1)
+    raise AssertionError(f"pod {name} did not finish:\n{diagnose(cluster, ns)}")
+
+
+@pytest.fixture(scope="module")
+def installed(kind_cluster):
+    """Both images built and loaded, the CRD applied, and the chart installed (or upgraded)."""
+    subprocess.run(["make", "-C", str(ROOT), "wheels"], check=True, capture_output=True, timeout=900)
+    kind_cluster.build_image(ROOT / "Dockerfile.server", SERVER_IMAGE, ROOT)
+    kind_cluster.build_image(ROOT / "Dockerfile.operator", OPERATOR_IMAGE, ROOT)
+    kubectl(kind_cluster, "apply", "--server-side", "-f", str(ROOT / "crds"))
+    helm = str(ROOT / ".tools" / "bin" / "helm")
+    done = subprocess.run(
+        [helm, "upgrade", "--install", "modeldeploy", str(ROOT / "charts" / "modeldeploy"), "--namespace", RELEASE_NS,
+         "--create-namespace", "--kube-context", kind_cluster.context, "--set", "resyncSeconds=10", "--wait", "--timeout", "5m"],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert done.returncode == 0, done.stderr
+    # a new image under the same tag: restart so the operator runs the code just built
+    kubectl(kind_cluster, "-n", RELEASE_NS, "rollout", "restart", "deployment/modeldeploy")
+    kubectl(kind_cluster, "-n", RELEASE_NS, "rollout", "status", "deployment/modeldeploy", "--timeout=180s")
+    return kind_cluster
+
+
+@pytest.fixture(scope="module")
+def ns(installed):
+    name = f"e2e-md-{uuid.uuid4().hex[:6]}"
+    kubectl(installed, "create", "namespace", name)
+    yield name
+    kubectl(installed, "delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    from modelserver import demo
+
+    path = demo.build(tmp_path_factory.mktemp("demo") / "iris")
+    return path, models.in_process(path / "1", features=np.array(ROWS, np.float32))["probabilities"]
+
+
+def test_demo_example_serves_v1_and_v2_from_host_and_cluster(installed, ns, reference):
+    cluster = installed
+    kubectl(cluster, "-n", ns, "apply", "-f", str(ROOT / "examples" / "iris-demo.yaml"))
+    wait_ready(cluster, ns, "iris")
+
+    table = kubectl(cluster, "-n", ns, "get", "mdep").stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "REPLICAS", "PROTOCOL", "URL", "AGE"]
+    url = f"http://iris.{ns}.svc.cluster.local/v1/models/iris:predict"
+    assert table[1].split()[:5] == ["iris", "True", "2/2", "v1", url]
+
+    status = mdep_status(cluster, ns, "iris")
+    assert status["url"] == url and status["readyReplicas"] == 2
+    assert status["model"]["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}]
+
+    _, expected = reference
+    with cluster.port_forward(ns, "svc/iris", 80) as port:
+        base = f"http://127.0.0.1:{port}"
+        v1 = requests.post(f"{base}/v1/models/iris:predict", json={"instances": ROWS}, timeout=30)
+        assert v1.status_code == 200, v1.text
+        np.testing.assert_allclose(v1.json()["predictions"], expected, rtol=1e-5)
+        body = {"inputs": [{"name": "features", "shape": [2, 4], "datatype": "FP32", "data": ROWS}]}
+        v2 = requests.post(f"{base}/v2/models/iris/infer", json=body, timeout=30)
+        assert v2.status_code == 200, v2.text
+        np.testing.assert_allclose(np.reshape(v2.json()["outputs"][0]["data"], (2, 3)), expected, rtol=1e-5)
+
+    code = (
+        "import json, sys, urllib.request\n"
+        "req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), headers={'Content-Type': 'application/json'})\n"
+        "print(urllib.request.urlopen(req, timeout=30).read().decode())\n"
+    )
+    out = run_pod(cluster, ns, "client", ["-c", code, status["url"], json.dumps({"instances": ROWS})])
+    np.testing.assert_allclose(json.loads(out.strip().splitlines()[-1])["predictions"], expected, rtol=1e-5)
+
+
+def _archive(src: Path, dest: Path, top: str) -> Path:
+    with tarfile.open(dest, "w:gz") as t:
+        t.add(src, arcname=top)
+    return dest
+
+
+def test_http_model_and_a_rolling_update_under_load(installed, ns, reference, tmp_path):
+    cluster = installed
+    demo_path, expected = reference
+    files = [
+        _archive(demo_path, tmp_path / "iris.tar.gz", "iris"),
+        _archive(models.scaled(tmp_path / "v1" / "1", 1.0), tmp_path / "scaled-v1.tar.gz", "scaled/1"),
+        _archive(models.scaled(tmp_path / "v2" / "2", 2.0), tmp_path / "scaled-v2.tar.gz", "scaled/2"),
+    ]
+    kubectl(cluster, "-n", ns, "create", "configmap", "model-files", *[f"--from-file={f}" for f in files])
+    kubectl(cluster, "-n", ns, "apply", "-f", str(ROOT / "examples" / "model-files.yaml"))
+    kubectl(cluster, "-n", ns, "rollout", "status", "deployment/model-files", "--timeout=180s")
+
+    # The http example as written: fetched by the init container, served over V2 first.
+    kubectl(cluster, "-n", ns, "apply", "-f", str(ROOT / "examples" / "iris-http.yaml"))
+    wait_ready(cluster, ns, "iris-http")
+    assert mdep_status(cluster, ns, "iris-http")["url"].endswith("/v2/models/iris-http/infer")
+    with cluster.port_forward(ns, "svc/iris-http", 80) as port:
+        r = requests.post(f"http://127.0.0.1:{port}/v1/models/iris-http:predict", json={"instances": ROWS}, timeout=30)
+        np.testing.assert_allclose(r.json()["predictions"], expected, rtol=1e-5)
+
+    manifest = {
+        "apiVersion": "modeldeploy.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "scaled"},
+        "spec": {"model": {"uri": "http://model-files/scaled-v1.tar.gz"}, "replicas": 2},
+    }
+    kubectl(cluster, "-n", ns, "apply", "-f", "-", input=json.dumps(manifest))
+    wait_ready(cluster, ns, "scaled")
+    url = mdep_status(cluster, ns, "scaled")["url"]
+
+    run_pod(cluster, ns, "load", ["-c", LOAD_CLIENT, url], wait=False)
+    deadline = time.monotonic() + 120
+    while "started" not in kubectl(cluster, "-n", ns, "logs", "pod/load", check=False).stdout:
+        assert time.monotonic() < deadline, diagnose(cluster, ns)
+        time.sleep(1)
+    time.sleep(3)
+    kubectl(cluster, "-n", ns, "patch", "mdep/scaled", "--type=merge", "-p",
+            json.dumps({"spec": {"model": {"uri": "http://model-files/scaled-v2.tar.gz"}}}))
+    result = json.loads(pod_result(cluster, ns, "load", timeout=420).strip().splitlines()[-1])
+    assert result["failed"] == 0, result
+    assert result["counts"].get("1.0", 0) > 0 and result["counts"].get("2.0", 0) > 0, result
+    wait_ready(cluster, ns, "scaled")
+
+
+def test_delete_leaves_nothing(installed, ns):
+    cluster = installed
+    for name in ("iris", "iris-http", "scaled"):
+        kubectl(cluster, "-n", ns, "delete", f"mdep/{name}", "--wait=true", "--timeout=120s")
+    selector = "app.kubernetes.io/managed-by=modeldeploy"
+    deadline = time.monotonic() + 180
+    while True:
+        left = kubectl(cluster, "-n", ns, "get", "deploy,rs,svc,pods,hpa,pdb", "-l", selector, "-o", "name").stdout.split()
+        if not left:
+            break
+        assert time.monotonic() < deadline, f"left behind: {left}"
+        time.sleep(2)
