@@ -18,8 +18,9 @@ class InferenceHandler(BaseHandler):
     def servable(self, model: str | None, version: str | None = None, label: str | None = None) -> Servable:
         repo = self.ctx.repository
         name = model or repo.default_name
-        self.model_label = name
-        return repo.resolve(name, version, label)
+        servable = repo.resolve(name, version, label)
+        self.model_label = name  # only served names become metric labels (bounded cardinality)
+        return servable
 
     def signature(self, servable: Servable, name: str | None) -> Signature:
         """The named signature, else the configured default, else the model's only one."""

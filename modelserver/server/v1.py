@@ -97,10 +97,11 @@ class StatusHandler(InferenceHandler):
     protocol, endpoint = "v1", "status"
 
     async def get(self, model: str, version: str | None = None, label: str | None = None) -> None:
-        self.model_label = model
         repo = self.ctx.repository
         number = repo.version_number(model, version, label) if (version or label) else None
-        self.write_json(version_status(repo.entry(model), number))
+        entry = repo.entry(model)
+        self.model_label = model
+        self.write_json(version_status(entry, number))
 
 
 class MetadataHandler(InferenceHandler):

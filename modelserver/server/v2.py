@@ -120,6 +120,7 @@ class ModelReadyHandler(InferenceHandler):
         try:
             self.servable(model, version)
         except NotReady as e:
+            self.model_label = model  # a known model that is not ready yet
             return self.write_json({"name": model, "ready": False, "error": e.message}, status=503)
         ready = not self.ctx.draining
         self.write_json({"name": model, "ready": ready}, status=200 if ready else 503)

@@ -94,6 +94,10 @@ def test_metrics(iris):
     assert 'modelserver_requests_total{endpoint="predict",model="iris",protocol="v1",status="400"}' in text
     assert "modelserver_request_duration_seconds_bucket" in text
     assert "modelserver_in_flight_requests" in text and "modelserver_batch_size_bucket" in text
+    requests.post(iris.url("/v1/models/no-such-model-7:predict"), json={"instances": [ROW]}, timeout=10)
+    text = requests.get(iris.url("/metrics"), timeout=10).text
+    assert "no-such-model-7" not in text  # unknown names never become labels
+    assert 'model="",protocol="v1",status="404"' in text
 
 
 def test_logs_are_json_lines_with_request_ids(iris):
