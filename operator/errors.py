@@ -38,10 +38,18 @@ def classify_api_error(status: int | None, reason: str) -> OperatorError:
     return TransientError(f"API server answered {status}: {reason}", 15.0)
 
 
-def to_kopf(exc: BaseException) -> Exception:
-    """kopf's view of our errors: permanent (no retry) or temporary (retry after a delay)."""
+MAX_DELAY = 300.0
+
+
+def backoff(base: float, retry: int) -> float:
+    """Exponential backoff: ``base`` doubled for each earlier retry, at most five minutes."""
+    return min(base * 2 ** min(retry, 16), MAX_DELAY)
+
+
+def to_kopf(exc: BaseException, retry: int = 0) -> Exception:
+    """kopf's view of our errors: permanent (no retry) or temporary (retry after a growing delay)."""
     if isinstance(exc, SpecError):
         return kopf.PermanentError(str(exc))
     if isinstance(exc, TransientError):
-        return kopf.TemporaryError(str(exc), delay=exc.delay)
-    return kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=15.0)
+        return kopf.TemporaryError(str(exc), delay=backoff(exc.delay, retry))
+    return kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=backoff(15.0, retry))

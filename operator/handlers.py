@@ -88,7 +88,7 @@ def _ref(body: kopf.Body | dict[str, Any]) -> Any:
     return {"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": dict(body["metadata"])}
 
 
-async def reconcile(body: kopf.Body | dict[str, Any], logger: logging.Logger | kopf.Logger = log) -> None:
+async def reconcile(body: kopf.Body | dict[str, Any], logger: logging.Logger | kopf.Logger = log, retry: int = 0) -> None:
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
     async with _locks[key]:
@@ -100,7 +100,7 @@ async def reconcile(body: kopf.Body | dict[str, Any], logger: logging.Logger | k
             await asyncio.to_thread(write_status, body, None, str(e))
             raise to_kopf(e) from e
         except OperatorError as e:
-            raise to_kopf(e) from e
+            raise to_kopf(e, retry) from e
         for kind, verb in changed:
             kopf.info(_ref(body), reason=verb, message=f"{verb} {kind} {builders.child_name(spec.name)}")
             logger.info(f"{verb} {kind}")
@@ -110,8 +110,8 @@ async def reconcile(body: kopf.Body | dict[str, Any], logger: logging.Logger | k
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-async def on_change(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    await reconcile(body, logger)
+async def on_change(body: kopf.Body, logger: kopf.Logger, retry: int, **_: Any) -> None:
+    await reconcile(body, logger, retry)
 
 
 async def resync_forever() -> None:

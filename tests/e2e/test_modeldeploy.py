@@ -204,6 +204,7 @@ def test_http_model_and_a_rolling_update_under_load(installed, ns, reference, tm
         _archive(demo_path, tmp_path / "iris.tar.gz", "iris"),
         _archive(models.scaled(tmp_path / "v1" / "1", 1.0), tmp_path / "scaled-v1.tar.gz", "scaled/1"),
         _archive(models.scaled(tmp_path / "v2" / "2", 2.0), tmp_path / "scaled-v2.tar.gz", "scaled/2"),
+        _archive(models.needs_positive(tmp_path / "broken" / "1"), tmp_path / "broken.tar.gz", "broken/1"),
     ]
     kubectl(cluster, "-n", ns, "create", "configmap", "model-files", *[f"--from-file={f}" for f in files])
     kubectl(cluster, "-n", ns, "apply", "-f", str(ROOT / "examples" / "model-files.yaml"))
@@ -237,6 +238,33 @@ def test_http_model_and_a_rolling_update_under_load(installed, ns, reference, tm
     assert result["failed"] == 0, result
     assert result["counts"].get("1.0", 0) > 0 and result["counts"].get("2.0", 0) > 0, result
     wait_ready(cluster, ns, "scaled")
+
+
+def wait_reason(cluster, ns: str, name: str, reason: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conds = mdep_status(cluster, ns, name).get("conditions", []) if name in kubectl(cluster, "-n", ns, "get", "mdep", "-o", "name").stdout else []
+        ready = next((c for c in conds if c["type"] == "Ready"), None)
+        if ready and ready["reason"] == reason:
+            return ready
+        time.sleep(2)
+    raise AssertionError(f"{name} never reported {reason}:\n{diagnose(cluster, ns)}")
+
+
+def test_status_says_why_a_model_is_not_ready(installed, ns):
+    cluster = installed
+    for name, spec in (
+        ("no-image", {"image": "modeldeploy/no-such-image:1", "replicas": 1}),
+        ("broken", {"model": {"uri": "http://model-files/broken.tar.gz"}, "replicas": 1}),
+    ):
+        body = {"apiVersion": "modeldeploy.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name}, "spec": spec}
+        kubectl(cluster, "-n", ns, "apply", "-f", "-", input=json.dumps(body))
+    pull = wait_reason(cluster, ns, "no-image", "ImagePullFailed")
+    assert pull["status"] == "False" and "no-such-image" in pull["message"]
+    broken = wait_reason(cluster, ns, "broken", "ModelLoadFailed")
+    assert "x must be > 0" in broken["message"]
+    for name in ("no-image", "broken"):
+        kubectl(cluster, "-n", ns, "delete", f"mdep/{name}", "--wait=false")
 
 
 def test_delete_leaves_nothing(installed, ns):

@@ -46,3 +46,18 @@ def test_transition_time_moves_only_when_status_changes():
     flipped = merge_conditions(same, {"type": "Ready", "status": "True", "reason": "Available"}, "t3")
     assert [c["lastTransitionTime"] for c in (first[0], same[0], flipped[0])] == ["t1", "t1", "t3"]
     assert same[0]["reason"] == "Progressing" and len(flipped) == 1
+
+
+def test_errors_map_to_kopf_retries():
+    import kopf
+
+    from modeldeploy_operator.errors import SpecError, TransientError, backoff, classify_api_error, to_kopf
+
+    assert isinstance(to_kopf(SpecError("fix it")), kopf.PermanentError)
+    t = to_kopf(TransientError("busy", 2.0), retry=3)
+    assert isinstance(t, kopf.TemporaryError) and t.delay == 16.0
+    assert backoff(5.0, 50) == 300.0
+    assert isinstance(classify_api_error(409, "conflict"), TransientError)
+    assert isinstance(classify_api_error(503, "down"), TransientError)
+    assert isinstance(classify_api_error(None, "timeout"), TransientError)
+    assert isinstance(classify_api_error(422, "invalid"), SpecError)
