@@ -1,8 +1,10 @@
-"""Smoke test of the kind cluster: an image built here runs in a pod and answers HTTP through a
-Service, reached with kubectl port-forward on 127.0.0.1."""
+"""Smoke tests of the kind cluster: an image built here runs in a pod and answers HTTP through a
+Service (reached with kubectl port-forward on 127.0.0.1, and from another pod by its cluster DNS
+name), and helm installs a chart."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -64,3 +66,37 @@ def test_pod_from_local_image_answers_through_service(kind_cluster, e2e_namespac
                 time.sleep(0.5)
     assert resp.status_code == 200
     assert resp.text.strip() == "modeldeploy smoke ok"
+
+    # Inside the cluster: another pod reaches the Service by name (cluster DNS + kube-proxy).
+    url = f"http://smoke.{e2e_namespace}.svc.cluster.local/"
+    kind_cluster.kubectl_run(
+        "-n", e2e_namespace, "run", "client", f"--image={image}", "--image-pull-policy=Never",
+        "--restart=Never", "--command", "--",
+        "python3", "-c", f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read().decode())",
+    )
+    done = kind_cluster.kubectl_run(
+        "-n", e2e_namespace, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/client", "--timeout=120s",
+        check=False, timeout=150,
+    )
+    logs = kind_cluster.kubectl_run("-n", e2e_namespace, "logs", "client", check=False)
+    assert done.returncode == 0, f"in-cluster client failed: {done.stderr}\n{logs.stdout}{logs.stderr}"
+    assert logs.stdout.strip() == "modeldeploy smoke ok"
+
+
+def test_helm_installs_a_chart(kind_cluster, e2e_namespace, tmp_path):
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text("message: hello\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}-cm}\n"
+        "data: {message: {{ .Values.message | quote }}}\n"
+    )
+    helm = kind_cluster.tool("helm")
+    subprocess.run(
+        [helm, "--kube-context", kind_cluster.context, "-n", e2e_namespace, "install", "probe", str(chart),
+         "--set", "message=from-helm", "--wait", "--timeout", "60s"],
+        check=True, capture_output=True, text=True, timeout=120,
+    )
+    got = kind_cluster.kubectl_run("-n", e2e_namespace, "get", "configmap", "probe-cm", "-o", "jsonpath={.data.message}")
+    assert got.stdout == "from-helm"
