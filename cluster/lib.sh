@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared settings and helpers for the cluster tooling scripts (sourced, not run).
 # Pinned versions, the version-keyed cache layout and small logging helpers live here.
 

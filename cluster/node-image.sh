@@ -12,7 +12,6 @@ set -euo pipefail
 "$CLUSTER_DIR/build-k8s.sh" >&2
 B="$K8S_BIN_DIR"
 
-
 # The tag changes whenever an input changes: versions, package lists and the files in node/.
 inputs_hash="$( { echo "$K8S_VERSION $KIND_VERSION $ETCD_VERSION $COREDNS_VERSION $PAUSE_VERSION $DEBIAN_SUITE"
                   echo "$NODE_PKGS $PROXY_PKGS"; cat "$CLUSTER_DIR/node-image.sh" "$CLUSTER_DIR/lib.sh" "$CLUSTER_DIR"/node/*; } | sha256sum | cut -c1-12)"
@@ -21,7 +20,6 @@ if docker image inspect "$TAG" >/dev/null 2>&1; then
   log "node image $TAG present"
   echo "$TAG"; exit 0
 fi
-
 
 # kind's node files, from its Go module.
 KIND_DIR="$(cd /tmp && go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
