@@ -82,4 +82,9 @@ fi
 log "cluster DNS answers: $(k -n default logs dns-check | head -n1)"
 k -n default delete pod dns-check --wait=false >/dev/null
 
+# Node images of this tooling other than the one running are of no further use.
+for old in $(docker images --format '{{.Repository}}:{{.Tag}}' modeldeploy/kind-node); do
+  [ "$old" = "$IMAGE" ] || docker rmi "$old" >/dev/null 2>&1 || true
+done
+
 log "cluster $CLUSTER_NAME ready (context $CTX) in $(( $(date +%s) - t0 ))s"
