@@ -23,8 +23,8 @@ if [ ! -s "$TARBALL" ]; then
   mirror="$(debian_mirror)"
   root="$CACHE_DIR/rootfs/base-$DEBIAN_SUITE.tmp"
   rm -rf "$root"; mkdir -p "$root"
-  log "debootstrap --variant=minbase $DEBIAN_SUITE from $mirror"
-  run_logged debootstrap-base debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" "$mirror"
+  log "debootstrap --variant=minbase $DEBIAN_SUITE from ${mirror:-the default mirror}"
+  run_logged debootstrap-base debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" ${mirror:+"$mirror"}
   # Trim what a container never needs.
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/tmp/*
   tar -C "$root" --numeric-owner -cf "$TARBALL.tmp" .

@@ -8,7 +8,17 @@ set -euo pipefail
 
 t0=$(date +%s)
 "$CLUSTER_DIR/docker-up.sh"
+# On a cold cache the node's Debian rootfs tarballs (network and dpkg bound) are made in the
+# background while the Go builds (CPU bound) run; node-image.sh finds them done.
+prefetch_pid=""
+if [ -z "${KIND_NODE_IMAGE:-}" ]; then
+  ( rootfs_tar kube-proxy "$PROXY_PKGS" && rootfs_tar node "$NODE_PKGS" ) >"$CACHE_DIR/logs/rootfs-prefetch.log" 2>&1 &
+  prefetch_pid=$!
+fi
 "$CLUSTER_DIR/tools.sh"
+if [ -n "$prefetch_pid" ] && ! wait "$prefetch_pid"; then
+  log "background rootfs build failed (see $CACHE_DIR/logs/rootfs-prefetch.log); node-image.sh retries it"
+fi
 KIND="$TOOLS_BIN/kind"; KUBECTL="$TOOLS_BIN/kubectl"
 CTX="kind-$CLUSTER_NAME"
 k() { "$KUBECTL" --context "$CTX" "$@"; }
@@ -71,5 +81,10 @@ if ! k -n default wait --for=jsonpath='{.status.phase}'=Succeeded pod/dns-check 
 fi
 log "cluster DNS answers: $(k -n default logs dns-check | head -n1)"
 k -n default delete pod dns-check --wait=false >/dev/null
+
+# Node images of this tooling other than the one running are of no further use.
+for old in $(docker images --format '{{.Repository}}:{{.Tag}}' modeldeploy/kind-node); do
+  [ "$old" = "$IMAGE" ] || docker rmi "$old" >/dev/null 2>&1 || true
+done
 
 log "cluster $CLUSTER_NAME ready (context $CTX) in $(( $(date +%s) - t0 ))s"

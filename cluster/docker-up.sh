@@ -53,9 +53,19 @@ start_dockerd() {
   die "dockerd did not come up within 60s"
 }
 
+if ! engine_up && pidof dockerd >/dev/null; then
+  # A dockerd that does not answer may be starting or shutting down: give it a moment.
+  log "a dockerd process exists but does not answer yet; waiting"
+  for _ in $(seq 1 30); do
+    engine_up && break
+    pidof dockerd >/dev/null || break
+    sleep 1
+  done
+fi
 if engine_up; then
   log "docker engine already running"
 else
+  pidof dockerd >/dev/null && die "dockerd (pid $(pidof dockerd)) runs but does not answer; see its log"
   start_dockerd
 fi
 

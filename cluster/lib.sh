@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared settings and helpers for the cluster tooling scripts (sourced, not run).
 # Pinned versions, the version-keyed cache layout and small logging helpers live here.
 
@@ -47,14 +48,15 @@ run_logged() {
   fi
 }
 
-# Debian mirror as configured for apt on this host (first deb822 or one-line source).
+# Debian mirror as configured for apt on this host (first deb822 or one-line source); empty when
+# none is found, and debootstrap then uses its own default.
 debian_mirror() {
   local m
   m="$(grep -hoE '^URIs: *\S+/debian/?$' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -n1 | awk '{print $2}')" || true
   if [ -z "$m" ]; then
     m="$(grep -hoE '^deb +\S+/debian/? ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n1 | awk '{print $2}')" || true
   fi
-  echo "${m:-http://deb.debian.org/debian}"
+  echo "$m"
 }
 
 # rootfs_tar NAME "PKGS": path of a cached debootstrap (minbase) rootfs tarball with those packages.
@@ -68,7 +70,7 @@ rootfs_tar() {  # NAME "PKGS": cached debootstrap rootfs tarball with the given 
     local root="$CACHE_DIR/rootfs/$name.tmp"
     rm -rf "$root"; mkdir -p "$root"
     log "debootstrap $name rootfs ($DEBIAN_SUITE, minbase + ${pkgs// /,})"
-    run_logged "debootstrap-$name" debootstrap --variant=minbase --include="${pkgs// /,}" "$DEBIAN_SUITE" "$root" "$mirror"
+    run_logged "debootstrap-$name" debootstrap --variant=minbase --include="${pkgs// /,}" "$DEBIAN_SUITE" "$root" ${mirror:+"$mirror"}
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/tmp/*
     tar -C "$root" --numeric-owner -cf "$tar.tmp" .
     mv "$tar.tmp" "$tar"; rm -rf "$root"

@@ -12,7 +12,6 @@ set -euo pipefail
 "$CLUSTER_DIR/build-k8s.sh" >&2
 B="$K8S_BIN_DIR"
 
-
 # The tag changes whenever an input changes: versions, package lists and the files in node/.
 inputs_hash="$( { echo "$K8S_VERSION $KIND_VERSION $ETCD_VERSION $COREDNS_VERSION $PAUSE_VERSION $DEBIAN_SUITE"
                   echo "$NODE_PKGS $PROXY_PKGS"; cat "$CLUSTER_DIR/node-image.sh" "$CLUSTER_DIR/lib.sh" "$CLUSTER_DIR"/node/*; } | sha256sum | cut -c1-12)"
@@ -21,7 +20,6 @@ if docker image inspect "$TAG" >/dev/null 2>&1; then
   log "node image $TAG present"
   echo "$TAG"; exit 0
 fi
-
 
 # kind's node files, from its Go module.
 KIND_DIR="$(cd /tmp && go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
@@ -34,6 +32,13 @@ trap 'rm -rf "$WORK"' EXIT
 # --- control-plane images ------------------------------------------------------------------------
 mkdir -p "$WORK/images"
 ENVPATH='ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+replace_image() {  # REF CMD...: run CMD (which tags REF), then drop the image REF named before, if any
+  local ref="$1"; shift
+  local before; before="$(docker image inspect -f '{{.Id}}' "$ref" 2>/dev/null || true)"
+  "$@" >/dev/null
+  local after; after="$(docker image inspect -f '{{.Id}}' "$ref")"
+  if [ -n "$before" ] && [ "$before" != "$after" ]; then docker rmi "$before" >/dev/null 2>&1 || true; fi
+}
 static_image() {  # REF BINARY DEST [ENTRYPOINT-JSON]
   local ref="$1" bin="$2" dest="$3" ep="${4:-}"
   local r="$WORK/img-root"
@@ -45,7 +50,7 @@ static_image() {  # REF BINARY DEST [ENTRYPOINT-JSON]
   [ -f /etc/ssl/certs/ca-certificates.crt ] && { mkdir -p "$r/etc/ssl/certs"; cp /etc/ssl/certs/ca-certificates.crt "$r/etc/ssl/certs/"; }
   local changes=(--change "$ENVPATH")
   [ -n "$ep" ] && changes+=(--change "ENTRYPOINT $ep")
-  tar -C "$r" --numeric-owner -c . | docker import "${changes[@]}" - "$ref" >/dev/null
+  replace_image "$ref" bash -c 'set -o pipefail; tar -C "$1" --numeric-owner -c . | docker import "${@:3}" - "$2"' _ "$r" "$ref" "${changes[@]}"
 }
 save_image() { docker save "$1" -o "$WORK/images/$2.tar"; }
 
@@ -67,7 +72,7 @@ proxy_tar="$(rootfs_tar kube-proxy "$PROXY_PKGS")"
 r="$WORK/proxy-root"; mkdir -p "$r"
 tar -C "$r" -xf "$proxy_tar"
 install -m 0755 "$B/kube-proxy" "$r/usr/local/bin/kube-proxy"
-tar -C "$r" --numeric-owner -c . | docker import --change "$ENVPATH" - "$reg/kube-proxy:$K8S_VERSION" >/dev/null
+replace_image "$reg/kube-proxy:$K8S_VERSION" bash -c 'set -o pipefail; tar -C "$1" --numeric-owner -c . | docker import --change "$3" - "$2"' _ "$r" "$reg/kube-proxy:$K8S_VERSION" "$ENVPATH"
 rm -rf "$r"
 save_image "$reg/kube-proxy:$K8S_VERSION" kube-proxy
 

@@ -1,7 +1,7 @@
 """Fixtures for end-to-end tests on the kind cluster made by ``make cluster``.
 
-``kind_cluster`` yields a :class:`KindCluster` (context name, kubectl path, API client factory,
-image builder, port-forwarding to 127.0.0.1).  Tests are skipped when the cluster is not up
+``kind_cluster`` yields a :class:`KindCluster` (context name, kubectl path, tool paths, API
+client factory, image builder, port-forwarding to 127.0.0.1).  Tests are skipped when the cluster is not up
 (run ``make cluster``); in CI that skip counts as a failure.
 """
 
@@ -45,6 +45,10 @@ class KindCluster:
             [self.kubectl, "--context", self.context, *args],
             check=check, timeout=timeout, capture_output=True, text=True, **kw,
         )
+
+    def tool(self, name: str) -> str:
+        """Path of a tool installed by `make cluster` (kind, kubectl, helm)."""
+        return _tool(name)
 
     def api_client(self):
         from kubernetes import config
