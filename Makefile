@@ -35,8 +35,8 @@ unit: $(STAMP)
 server-tests: $(STAMP)
 	$(BIN)/pytest tests/server -q
 
-## Lint, type-check and run every test tier
-test: lint typecheck
+## Lint, type-check and run every test tier (the cluster tiers build or reuse a local kind cluster)
+test: lint typecheck cluster
 	$(BIN)/pytest tests
 
 ## Wheels of the project and every dependency, for image builds without network

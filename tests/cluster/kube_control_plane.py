@@ -34,7 +34,8 @@ def _pinned(name: str, default: str) -> str:
         text = LIB_SH.read_text()
     except OSError:
         return default
-    m = re.search(r'^%s="\$\{%s:-([^}]+)\}"' % (name, name), text, re.M)
+    n = re.escape(name)
+    m = re.search(rf'^{n}="\$\{{{n}:-([^}}]+)\}}"', text, re.M)
     return m.group(1) if m else default
 
 
@@ -127,7 +128,7 @@ class ControlPlane:
             return 0
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> "ControlPlane":
+    def start(self, timeout: float = 60.0) -> ControlPlane:
         missing = missing_binaries() if "MODELDEPLOY_K8S_BIN" not in os.environ else [
             b for b in BINARIES if not os.access(self.bins / b, os.X_OK)
         ]
@@ -209,7 +210,7 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
-        for name, proc in reversed(self._procs):
+        for _name, proc in reversed(self._procs):
             if proc.poll() is None:
                 proc.terminate()
                 try:

@@ -50,7 +50,6 @@ def test_transition_time_moves_only_when_status_changes():
 
 def test_errors_map_to_kopf_retries():
     import kopf
-
     from modeldeploy_operator.errors import SpecError, TransientError, backoff, classify_api_error, to_kopf
 
     assert isinstance(to_kopf(SpecError("fix it")), kopf.PermanentError)
