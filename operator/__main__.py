@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Any
 
 import kopf
 from modeldeploy_operator import handlers
@@ -15,7 +16,7 @@ def main() -> None:
     cfg = handlers.CONFIG
     liveness = f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None
     # the pod's name, rather than kopf's default (which looks up the user name of the process)
-    identity = f"{socket.gethostname()}@{os.getpid()}"
+    identity: Any = f"{socket.gethostname()}@{os.getpid()}"  # kopf's Identity is a NewType of str
     if cfg.namespaces:
         kopf.run(standalone=True, namespaces=list(cfg.namespaces), liveness_endpoint=liveness, identity=identity)
     else:
