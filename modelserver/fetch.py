@@ -81,7 +81,10 @@ def unpack(archive: Path, dest: Path) -> None:
                 _safe_target(dest, m.name)
                 if m.issym() or m.islnk():
                     raise FetchError(f"archive member {m.name!r} is a link; links are not accepted")
-            t.extractall(dest, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4+; the checks above hold either way
+                t.extractall(dest, filter="data")
+            else:
+                t.extractall(dest)
     except tarfile.TarError as e:
         raise FetchError(f"{archive.name} is not a readable archive: {e}") from e
 

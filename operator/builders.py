@@ -123,6 +123,7 @@ def pod_template(spec: Spec, image: str) -> dict[str, Any]:
                 "volumeMounts": [{"name": "model", "mountPath": MODEL_ROOT}, {"name": "tmp", "mountPath": "/tmp"}],
                 "securityContext": _container_security(),
                 "resources": spec.resources,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
             }
         )
     if spec.api_key_secret:
@@ -153,6 +154,8 @@ def pod_template(spec: Spec, image: str) -> dict[str, Any]:
         "resources": spec.resources,
         "securityContext": _container_security(),
         "volumeMounts": mounts,
+        # the last log lines become the termination message the operator reports
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,

@@ -71,6 +71,7 @@ def test_probes_prestop_and_rolling_update():
     assert c["lifecycle"]["preStop"]["exec"]["command"] == ["modelserver", "drain", "--wait", str(builders.PRESTOP_SECONDS)]
     grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > builders.PRESTOP_SECONDS + builders.DRAIN_SECONDS
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
 
 
