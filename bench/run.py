@@ -6,8 +6,9 @@
    repository (``~/.cache/modeldeploy/bench``; ``BENCH_CACHE`` overrides it) and installs wrk
    from Debian if it is missing;
 2. builds the same SavedModels for every server (``bench/models.py``);
-3. starts each server in turn on 127.0.0.1, checks its answer, drives it with wrk for a bounded
-   time per case, reads its RSS, stops it;
+3. starts every server on 127.0.0.1, then runs each case on each server in turn (so the servers
+   compared in a case see the same load on the machine): checks the answer, drives it with wrk
+   for a bounded time, and reads each server's RSS at the end;
 4. prints a table of req/s, p50 and p99 with the ratios against the targets, and writes it to
    ``bench/results/latest.md`` with the load average seen during each case.
 
@@ -261,11 +262,32 @@ def pick(results: list[Result], case: str, server: str) -> Result | None:
     return next((r for r in results if r.case == case and r.server.startswith(server)), None)
 
 
-def report(results: list[Result], rss: dict[str, float], command: str, started: str) -> str:
+def versions() -> str:
+    """Versions of what was compared, from each environment."""
+    found = []
+    for label, py, packages in (
+        ("modelserver", REPO / ".venv" / "bin" / "python", ("tornado", "tensorflow-cpu")),
+        ("kserve", CACHE / "venvs" / "kserve" / "bin" / "python", ("kserve", "tensorflow-cpu")),
+        ("mlserver", CACHE / "venvs" / "mlserver" / "bin" / "python", ("mlserver", "tensorflow-cpu")),
+    ):
+        if not py.exists():
+            continue
+        code = "import importlib.metadata as m, sys; print(' '.join(p + ' ' + m.version(p) for p in sys.argv[1:]))"
+        out = subprocess.run([str(py), "-c", code, *packages], capture_output=True, text=True, cwd=CACHE)
+        found.append(f"{label}: {out.stdout.strip() or 'unknown'}")
+    return "; ".join(found)
+
+
+def report(results: list[Result], rss: dict[str, float], command: str, started: str, ended: str, seconds: int) -> str:
     lines = [
         f"Command: `{command}`  ",
-        f"Started {started} UTC on {os.cpu_count()} cores; load average (1/5/15 min) when each case began "
-        "is in the last column. Every server and wrk share the machine.",
+        f"Run {started} to {ended} UTC on {os.cpu_count()} cores (wrk runs on the same machine); the load "
+        f"average (1/5/15 min) when each case began is in the last column, at the end it was {loadavg()}.  ",
+        f"Versions: {versions()}.  ",
+        "modelserver runs with `--log-level warning` (no access log), KServe with "
+        "`--enable_latency_logging False --configure_logging False`; MLServer with `parallel_workers: 0`, "
+        "with and without adaptive batching (max_batch_size 32, max_batch_time 2 ms). "
+        f"Each case: a 2 s warm-up, then {seconds} s measured.",
         "",
         "| case | server | conns | req/s | p50 ms | p99 ms | errors | load avg |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -340,48 +362,59 @@ def main() -> int:
     rss: dict[str, float] = {}
     reference: dict[str, list[float]] = {}
 
-    def session(server: Server, cases: list[tuple[str, str, str | None, str, int]], record_rss: bool) -> None:
-        try:
-            server.start(logs)
-            for case, path, body, key, conns in cases:
-                measure(case, server, path, b[body] if body else None, key, conns, seconds, results, reference)
-            if record_rss:
-                rss[server.label] = rss_mb(server.proc.pid)  # type: ignore[union-attr]
-        except Exception as e:  # report what ran; say plainly what did not
-            log(f"{server.label}: FAILED: {e}")
-        finally:
+    # Every server is started first and stays up (idle servers take no CPU); then each case runs
+    # on every server in turn, back to back, so the servers compared in a case see the same load.
+    Case = tuple[str, str, str | None, str, int]  # name, path, body, answer key, connections
+    plan: list[tuple[str, Server, list[Case], bool]] = []  # group, server, cases, record RSS
+    if want("hello"):
+        plan.append(("hello", hello(), [("hello", "/", None, "", 64)], False))
+    mlp_v1 = [("mlp_b1_c64", "/v1/models/mlp:predict", "v1_mlp", "predictions", 64),
+              ("mlp_b1_c1", "/v1/models/mlp:predict", "v1_mlp", "predictions", 1)]
+    if want("modelserver"):
+        plan.append(("modelserver", modelserver("mlp", mlp), mlp_v1, True))
+        plan.append(("modelserver", modelserver("mnist", img), [
+            ("img32_v1_nested", "/v1/models/mnist:predict", "v1_img32", "predictions", 4),
+            ("img32_v2_flat", "/v2/models/mnist/infer", "v2_img32", "outputs", 4)], False))
+    if want("kserve"):
+        plan.append(("kserve", kserve("mlp", mlp), mlp_v1, True))
+        plan.append(("kserve", kserve("mnist", img),
+                     [("img32_v1_nested", "/v1/models/mnist:predict", "v1_img32", "predictions", 4)], False))
+    if want("mlserver"):
+        for batching in (True, False):
+            plan.append(("mlserver", mlserver("mlp", mlp, work, batching=batching),
+                         [("mlp_b1_c64", "/v2/models/mlp/infer", "v2_mlp", "outputs", 64)], True))
+            plan.append(("mlserver", mlserver("mnist", img, work, batching=batching),
+                         [("img32_v2_flat", "/v2/models/mnist/infer", "v2_img32", "outputs", 4)], False))
+
+    running: list[tuple[Server, list[Case], bool]] = []
+    try:
+        for _, server, cases, record in plan:
+            log(f"starting {server.label}")
+            try:
+                server.start(logs)
+                running.append((server, cases, record))
+            except Exception as e:  # report what ran; say plainly what did not
+                log(f"{server.label}: FAILED to start: {e}")
+                server.stop()
+        order = ["hello", "mlp_b1_c64", "mlp_b1_c1", "img32_v1_nested", "img32_v2_flat"]
+        for name in order:
+            for server, cases, _ in running:
+                for case, path, body, key, conns in cases:
+                    if case != name:
+                        continue
+                    try:
+                        measure(case, server, path, b[body] if body else None, key, conns, seconds, results, reference)
+                    except Exception as e:
+                        log(f"{case} on {server.label}: FAILED: {e}")
+        for server, _, record in running:
+            if record and server.proc is not None:
+                rss[server.label] = rss_mb(server.proc.pid)
+    finally:
+        for server, _, _ in running:
             server.stop()
 
-    if want("hello"):
-        session(hello(), [("hello", "/", None, "", 64)], False)
-    if want("modelserver"):
-        session(modelserver("mlp", mlp), [
-            ("mlp_b1_c64", "/v1/models/mlp:predict", "v1_mlp", "predictions", 64),
-            ("mlp_b1_c1", "/v1/models/mlp:predict", "v1_mlp", "predictions", 1),
-        ], True)
-        session(modelserver("mnist", img), [
-            ("img32_v1_nested", "/v1/models/mnist:predict", "v1_img32", "predictions", 4),
-            ("img32_v2_flat", "/v2/models/mnist/infer", "v2_img32", "outputs", 4),
-        ], False)
-    if want("kserve"):
-        session(kserve("mlp", mlp), [
-            ("mlp_b1_c64", "/v1/models/mlp:predict", "v1_mlp", "predictions", 64),
-            ("mlp_b1_c1", "/v1/models/mlp:predict", "v1_mlp", "predictions", 1),
-        ], True)
-        session(kserve("mnist", img), [("img32_v1_nested", "/v1/models/mnist:predict", "v1_img32", "predictions", 4)], False)
-    if want("mlserver"):
-        session(mlserver("mlp", mlp, work, batching=True), [
-            ("mlp_b1_c64", "/v2/models/mlp/infer", "v2_mlp", "outputs", 64),
-        ], True)
-        session(mlserver("mlp", mlp, work, batching=False), [
-            ("mlp_b1_c64", "/v2/models/mlp/infer", "v2_mlp", "outputs", 64),
-        ], True)
-        session(mlserver("mnist", img, work, batching=True),
-                [("img32_v2_flat", "/v2/models/mnist/infer", "v2_img32", "outputs", 4)], False)
-        session(mlserver("mnist", img, work, batching=False),
-                [("img32_v2_flat", "/v2/models/mnist/infer", "v2_img32", "outputs", 4)], False)
-
-    text = report(results, rss, command, started)
+    ended = time.strftime("%H:%M", time.gmtime())
+    text = report(results, rss, command, started, ended, seconds)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
