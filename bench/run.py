@@ -195,10 +195,10 @@ def mlserver(model: str, path: Path, work: Path, batching: bool) -> Server:
                   env={"PYTHONPATH": str(folder)})
 
 
-def hello() -> Server:
+def hello(uvloop: bool = False) -> Server:
     port = free_port()
-    return Server("tornado-hello", [str(REPO / ".venv" / "bin" / "python"), str(HERE / "peers" / "hello.py"), str(port)],
-                  port, "/")
+    argv = [str(REPO / ".venv" / "bin" / "python"), str(HERE / "peers" / "hello.py"), str(port)]
+    return Server("tornado-hello" + ("-uvloop" if uvloop else ""), argv + (["uvloop"] if uvloop else []), port, "/")
 
 
 # -- load -----------------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def report(results: list[Result], rss: dict[str, float], command: str, started: 
 
     ours64, k64 = pick(results, "mlp_b1_c64", "modelserver"), pick(results, "mlp_b1_c64", "kserve")
     mb64 = pick(results, "mlp_b1_c64", "mlserver-batching")
-    hello_r = pick(results, "hello", "tornado-hello")
+    hello_r = next((r for r in results if r.case == "hello" and r.server == "tornado-hello"), None)
 
     def ratio(a: Result | None, b: Result | None) -> float | None:
         return a.rps / b.rps if a and b else None
@@ -317,6 +317,10 @@ def report(results: list[Result], rss: dict[str, float], command: str, started: 
     ours1, k1 = pick(results, "mlp_b1_c1", "modelserver"), pick(results, "mlp_b1_c1", "kserve")
     target("V1 MLP c=1: p50 vs KServe's (<= 1x)", ours1.p50_ms / k1.p50_ms if ours1 and k1 else None, 1, higher=False)
     target("V1 MLP c=64: req/s vs tornado hello-world (>= 75%)", ratio(ours64, hello_r), 0.75, fmt="{:.0%}")
+    hello_uv = pick(results, "hello", "tornado-hello-uvloop")
+    if hello_uv:
+        lines.append(f"| (for reference) V1 MLP c=64 vs tornado hello-world on uvloop, as modelserver runs | "
+                     f"{ratio(ours64, hello_uv):.0%} | - |" if ours64 else "")
     target("V1 32 images, nested lists: req/s vs KServe (>= 5x)",
            ratio(pick(results, "img32_v1_nested", "modelserver"), pick(results, "img32_v1_nested", "kserve")), 5)
     mls_flat = [r for r in results if r.case == "img32_v2_flat" and r.server.startswith("mlserver")]
@@ -368,6 +372,7 @@ def main() -> int:
     plan: list[tuple[str, Server, list[Case], bool]] = []  # group, server, cases, record RSS
     if want("hello"):
         plan.append(("hello", hello(), [("hello", "/", None, "", 64)], False))
+        plan.append(("hello", hello(uvloop=True), [("hello", "/", None, "", 64)], False))
     mlp_v1 = [("mlp_b1_c64", "/v1/models/mlp:predict", "v1_mlp", "predictions", 64),
               ("mlp_b1_c1", "/v1/models/mlp:predict", "v1_mlp", "predictions", 1)]
     if want("modelserver"):

@@ -1,6 +1,6 @@
 """A bare tornado hello-world: the ceiling for a tornado server on this machine.
 
-``python hello.py PORT``
+``python hello.py PORT [uvloop]``: on asyncio's own event loop, or on uvloop.
 """
 
 from __future__ import annotations
@@ -25,4 +25,9 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    if sys.argv[2:] == ["uvloop"]:
+        import uvloop
+
+        uvloop.run(main(int(sys.argv[1])))
+    else:
+        asyncio.run(main(int(sys.argv[1])))
