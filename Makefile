@@ -7,7 +7,7 @@ PORT   ?= 8080
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 WHEELS := build/wheels
 
-.PHONY: venv run test lint typecheck unit server-tests wheels images clean
+.PHONY: venv run test lint typecheck unit server-tests wheels images clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ server-tests: $(STAMP)
 ## Lint, type-check and run every test tier (the cluster tiers build or reuse a local kind cluster)
 test: lint typecheck cluster
 	$(BIN)/pytest tests
+
+## Side-by-side benchmark with KServe, MLServer and a tornado hello-world (see Benchmarks in the README)
+bench: $(STAMP)
+	BENCH_VIA_MAKE=1 $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 ## Wheels of the project and every dependency, for image builds without network
 wheels: $(STAMP)

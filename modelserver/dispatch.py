@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
@@ -26,11 +26,16 @@ from modelserver.settings import Settings
 T = TypeVar("T")
 
 
-@dataclass
 class _Item:
-    inputs: Tensors
-    rows: int
-    future: asyncio.Future[Tensors]
+    """One request waiting in a batch queue: its inputs, rows, future and timeout."""
+
+    __slots__ = ("inputs", "rows", "future", "timer")
+
+    def __init__(self, inputs: Tensors, rows: int, future: asyncio.Future[Tensors]) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.future = future
+        self.timer: asyncio.TimerHandle | None = None
 
 
 def batchable(sig: Signature) -> bool:
@@ -56,81 +61,126 @@ def split(outputs: Tensors, rows: list[int]) -> list[Tensors]:
     return parts
 
 
+def run_group(servable: Servable, signature: str, group: list[Tensors], rows: list[int]) -> list[Tensors | Exception]:
+    """Run several requests as one model call (on an executor thread); each gets its own rows.
+
+    If the merged call fails, or its outputs cannot be cut back into rows, each request runs
+    alone, so one bad request never fails its neighbours: the result for each is its outputs or
+    the exception its own call raised.
+    """
+    if len(group) > 1:
+        try:
+            return list(split(servable.predict(signature, merge(group)), rows))
+        except Exception:  # isolate: run each request alone below
+            pass
+    results: list[Tensors | Exception] = []
+    for inputs in group:
+        try:
+            results.append(servable.predict(signature, inputs))
+        except Exception as e:
+            results.append(e)
+    return results
+
+
 class _BatchQueue:
-    """Requests waiting for one servable signature, and the one merged call in flight for it."""
+    """Requests waiting for one servable signature, and the one merged call in flight for it.
+
+    Driven by callbacks on the IO loop, with no task per request or per batch: ``submit`` starts a
+    call when the model is idle; the call's completion resolves its requests and starts the next
+    call with everything that queued meanwhile. Merging and splitting happen on the executor thread.
+    """
 
     def __init__(self, dispatcher: Dispatcher, servable: Servable, signature: str) -> None:
         self.d = dispatcher
         self.servable = servable
         self.signature = signature
-        self.waiting: list[_Item] = []
+        self.loop = asyncio.get_running_loop()
+        self.waiting: deque[_Item] = deque()
+        self.queued_rows = 0
         self.busy = False
+        self.sizes, self.depth = dispatcher.metrics.model(servable.name)
 
     def submit(self, inputs: Tensors, rows: int) -> asyncio.Future[Tensors]:
-        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-        self.waiting.append(_Item(inputs, rows, future))
-        self.d.metrics.queue_depth.labels(self.servable.name).inc(rows)
+        future: asyncio.Future[Tensors] = self.loop.create_future()
+        item = _Item(inputs, rows, future)
+        item.timer = self.loop.call_later(self.d.settings.timeout_seconds, _expire, item, self.d.settings.timeout_seconds)
+        self.waiting.append(item)
+        self.queued_rows += rows
+        self.depth.inc(rows)
         if not self.busy:
             self.busy = True
-            asyncio.ensure_future(self._drain())
+            delay = self.d.settings.max_latency_ms / 1000.0
+            if delay > 0 and self.queued_rows < self.d.settings.max_batch_size:
+                self.loop.call_later(delay, self._start)
+            else:
+                self._start()
         return future
 
     def _take(self) -> list[_Item]:
         group: list[_Item] = []
         rows = 0
+        cap = self.d.settings.max_batch_size
         while self.waiting:
             item = self.waiting[0]
             if item.future.done():  # timed out while queued: drop it
-                self.waiting.pop(0)
-                self.d.metrics.queue_depth.labels(self.servable.name).dec(item.rows)
+                self.waiting.popleft()
+                self.queued_rows -= item.rows
+                self.depth.dec(item.rows)
                 continue
-            if group and rows + item.rows > self.d.settings.max_batch_size:
+            if group and rows + item.rows > cap:
                 break
-            group.append(self.waiting.pop(0))
+            group.append(self.waiting.popleft())
             rows += item.rows
-        self.d.metrics.queue_depth.labels(self.servable.name).dec(rows)
+        self.queued_rows -= rows
+        self.depth.dec(rows)
         return group
 
-    async def _drain(self) -> None:
-        try:
-            delay = self.d.settings.max_latency_ms / 1000.0
-            while self.waiting:
-                if delay > 0 and sum(i.rows for i in self.waiting) < self.d.settings.max_batch_size:
-                    await asyncio.sleep(delay)
-                group = self._take()
-                if group:
-                    await self._run(group)
-        finally:
+    def _start(self) -> None:
+        group = self._take()
+        if not group:
             self.busy = False
+            return
+        job = self.d.executor.submit(
+            run_group, self.servable, self.signature, [it.inputs for it in group], [it.rows for it in group]
+        )
+        job.add_done_callback(lambda f: self._post(group, f))
 
-    async def _run(self, group: list[_Item]) -> None:
-        if len(group) > 1:
-            try:
-                merged = merge([it.inputs for it in group])
-                outputs = await self.d.run(self.servable.predict, self.signature, merged)
-                self.d.metrics.batch_size.labels(self.servable.name).observe(sum(it.rows for it in group))
-                for item, part in zip(group, split(outputs, [it.rows for it in group])):
-                    _resolve(item.future, result=part)
-                return
-            except Exception:  # isolate: run each request alone below
-                pass
-        for item in group:
-            try:
-                out = await self.d.run(self.servable.predict, self.signature, item.inputs)
-                self.d.metrics.batch_size.labels(self.servable.name).observe(item.rows)
-                _resolve(item.future, result=out)
-            except Exception as e:
-                _resolve(item.future, error=e)
+    def _post(self, group: list[_Item], job: Future[list[Tensors | Exception]]) -> None:
+        """From the executor thread: hand the finished call back to the IO loop."""
+        try:
+            self.loop.call_soon_threadsafe(self._finished, group, job)
+        except RuntimeError:  # the loop has closed (the server stopped): nobody waits any more
+            pass
+
+    def _finished(self, group: list[_Item], job: Future[list[Tensors | Exception]]) -> None:
+        try:
+            results: list[Tensors | Exception] = job.result()
+        except BaseException as e:  # the executor shut down, or a bug: fail this group, go on
+            results = [e if isinstance(e, Exception) else RuntimeError(str(e))] * len(group)
+        merged = len(group) > 1 and not any(isinstance(r, Exception) for r in results)
+        if merged:
+            self.sizes.observe(sum(it.rows for it in group))
+        for item, result in zip(group, results):
+            if not merged and not isinstance(result, Exception):
+                self.sizes.observe(item.rows)
+            _settle(item, result)
+        self._start()
 
 
-def _resolve(future: asyncio.Future[Tensors], *, result: Tensors | None = None, error: BaseException | None = None) -> None:
-    if future.done():
+def _expire(item: _Item, seconds: float) -> None:
+    if not item.future.done():
+        item.future.set_exception(RequestTimeout(f"the model did not answer within {seconds:g} seconds"))
+
+
+def _settle(item: _Item, result: Tensors | Exception) -> None:
+    if item.timer is not None:
+        item.timer.cancel()
+    if item.future.done():
         return
-    if error is not None:
-        future.set_exception(error)
+    if isinstance(result, Exception):
+        item.future.set_exception(result)
     else:
-        assert result is not None
-        future.set_result(result)
+        item.future.set_result(result)
 
 
 class Dispatcher:
@@ -148,16 +198,19 @@ class Dispatcher:
         """Run a blocking model function on an executor thread."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    def _overloaded(self) -> Overloaded:
+        return Overloaded(
+            f"too many requests in progress ({self.active}, limit "
+            f"{self.settings.max_concurrent_requests}); retry shortly"
+        )
+
     async def _admit(self, work: asyncio.Future[T] | Any) -> T:
         if self.active >= self.settings.max_concurrent_requests:
             if asyncio.isfuture(work):
                 work.cancel()
             else:
                 work.close()
-            raise Overloaded(
-                f"too many requests in progress ({self.active}, limit "
-                f"{self.settings.max_concurrent_requests}); retry shortly"
-            )
+            raise self._overloaded()
         self.active += 1
         try:
             return await asyncio.wait_for(work, self.settings.timeout_seconds)
@@ -174,10 +227,16 @@ class Dispatcher:
         if self.settings.batching and batchable(sig) and rows <= self.settings.max_batch_size:
             key = (servable.name, servable.version, signature)
             queue = self._queues.get(key)
-            if queue is None or queue.servable is not servable:
+            if queue is None or queue.servable is not servable or queue.loop is not asyncio.get_running_loop():
                 queue = self._queues[key] = _BatchQueue(self, servable, signature)
-            return await self._admit(queue.submit(inputs, rows))
-        self.metrics.batch_size.labels(servable.name).observe(rows)
+            if self.active >= self.settings.max_concurrent_requests:
+                raise self._overloaded()
+            self.active += 1
+            try:  # the queue's own timer answers RequestTimeout: no task per request
+                return await queue.submit(inputs, rows)
+            finally:
+                self.active -= 1
+        self.metrics.model(servable.name)[0].observe(rows)
         return await self._admit(self.run(servable.predict, signature, inputs))
 
     async def explain(self, servable: Servable, signature: str, inputs: Tensors, target: str | None) -> Tensors:

@@ -47,6 +47,10 @@ class Settings:
         0.0, "extra wait to gather a batch when the model is idle (0: none, batch only while busy)"
     )
     model_threads: int = _setting(0, "threads running model calls (0: one per CPU)")
+    event_loop: str = _setting(
+        "auto", "event loop: uvloop when it is installed (auto), uvloop, or asyncio's own",
+        choices=("auto", "uvloop", "asyncio"),
+    )
     warmup: bool = _setting(True, "run a synthetic inference before reporting ready")
     explain_steps: int = _setting(50, "integrated-gradients steps for /explain")
     drain_seconds: float = _setting(30.0, "longest wait for in-flight requests on SIGTERM")

@@ -6,6 +6,7 @@ The route table is the single source for both tornado's routing and the OpenAPI 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -166,6 +167,11 @@ async def serve(ctx: ServerContext) -> None:
 
     async def load() -> None:
         await loop.run_in_executor(None, lambda: ctx.repository.load_all(default_loader, warmup=s.warmup))
+        # The loaded models (TensorFlow's graphs and functions) are hundreds of thousands of
+        # long-lived objects: move them out of the collector's sight so that its full
+        # collections, which run every so often under load, do not walk them each time.
+        gc.collect()
+        gc.freeze()
         if ctx.repository.ready:
             ctx.metrics.ready.set(1)
             log.info("ready", extra={"url": f"http://{s.host}:{s.port}/"})

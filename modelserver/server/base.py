@@ -6,9 +6,10 @@ the body is read (tornado itself would answer 400 and drop the connection).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 import tornado.web
@@ -19,6 +20,15 @@ from modelserver.server.context import ServerContext
 
 access_log = logging.getLogger("modelserver.access")
 error_log = logging.getLogger("modelserver.error")
+
+#: request ids for requests that bring none: a random per-process prefix and a counter, as unique as
+#: uuid4 hex ids across replicas and cheaper to make
+_ID_PREFIX = os.urandom(8).hex()
+_ids = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):016x}"
 
 
 @tornado.web.stream_request_body
@@ -38,11 +48,10 @@ class BaseHandler(tornado.web.RequestHandler):
         self._started = time.perf_counter()
         self._counted = False
 
-    async def prepare(self) -> None:
+    def prepare(self) -> None:
         self.ctx.in_flight += 1
-        self.ctx.metrics.in_flight.inc()
         self._counted = True
-        self.request_id = self.request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        self.request_id = self.request.headers.get("X-Request-ID") or new_request_id()
         self.set_header("X-Request-ID", self.request_id)
         if self.ctx.draining:
             # Close the connection after this answer ("Connection: close"), so keep-alive clients
@@ -130,13 +139,11 @@ class BaseHandler(tornado.web.RequestHandler):
     def on_finish(self) -> None:
         if self._counted:
             self.ctx.in_flight -= 1
-            self.ctx.metrics.in_flight.dec()
         elapsed = time.perf_counter() - self._started
         status = self.get_status()
         model = self.model_label
-        self.ctx.metrics.requests.labels(model, self.protocol, self.endpoint, str(status)).inc()
-        self.ctx.metrics.latency.labels(model, self.protocol, self.endpoint).observe(elapsed)
-        if self.endpoint != "health" or status >= 400:
+        self.ctx.metrics.request_done(model, self.protocol, self.endpoint, status, elapsed)
+        if (self.endpoint != "health" or status >= 400) and access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 "request",
                 extra={
@@ -156,7 +163,7 @@ class NotFoundHandler(BaseHandler):
 
     needs_auth = False
 
-    async def prepare(self) -> None:
-        await super().prepare()
+    def prepare(self) -> None:
+        super().prepare()
         raise NotFound(f"no such endpoint: {self.request.method} {self.request.path}")
 

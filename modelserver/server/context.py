@@ -22,6 +22,10 @@ class ServerContext:
     draining: bool = False
     in_flight: int = 0
 
+    def __post_init__(self) -> None:
+        # read when scraped, so requests do not each update a gauge
+        self.metrics.in_flight.set_function(lambda: self.in_flight)
+
     @property
     def ready(self) -> bool:
         return self.repository.ready and not self.draining

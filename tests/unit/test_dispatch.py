@@ -116,3 +116,48 @@ def test_overload_and_timeout():
     d = Dispatcher(Settings(timeout_seconds=0.05), Metrics())
     out = _gather(d, Doubler(delay=0.3), [1])
     assert isinstance(out[0], RequestTimeout)
+
+
+def test_an_idle_model_runs_a_request_at_once_and_a_busy_one_merges_the_queue():
+    model = Doubler(delay=0.1)
+    d = Dispatcher(Settings(max_batch_size=32), Metrics())
+
+    async def main():
+        first = asyncio.ensure_future(d.predict(model, "s", {"x": np.ones((1, 1), np.float32)}, 1))
+        await asyncio.sleep(0.02)  # the first call is running now; these queue behind it
+        rest = [d.predict(model, "s", {"x": np.full((n, 1), n, np.float32)}, n) for n in (2, 3, 4)]
+        return await asyncio.gather(first, *rest)
+
+    started = time.perf_counter()
+    out = run(main())
+    assert model.calls == [1, 9]  # alone at once, then everything that queued as one call
+    assert time.perf_counter() - started < 0.35
+    for n, o in zip((1, 2, 3, 4), out):
+        np.testing.assert_array_equal(o["y"], np.full((n, 1), 2.0 * (n if n > 1 else 1)))
+
+
+def test_a_request_that_times_out_in_the_queue_is_never_run():
+    model = Doubler(delay=0.2)
+    d = Dispatcher(Settings(timeout_seconds=0.1), Metrics())
+
+    async def main():
+        first = asyncio.ensure_future(d.predict(model, "s", {"x": np.ones((1, 1), np.float32)}, 1))
+        await asyncio.sleep(0.01)
+        queued = d.predict(model, "s", {"x": np.ones((5, 1), np.float32)}, 5)
+        results = await asyncio.gather(first, queued, return_exceptions=True)
+        await asyncio.sleep(0.25)  # the first call returns; the timed-out request must not run
+        return results
+
+    out = run(main())
+    assert all(isinstance(o, RequestTimeout) for o in out)
+    assert model.calls == [1]
+    assert d.active == 0
+
+
+def test_max_latency_waits_to_gather_a_batch():
+    model = Doubler(delay=0.01)
+    d = Dispatcher(Settings(max_latency_ms=50), Metrics())
+    out = _gather(d, model, [1, 2, 3])
+    assert model.calls == [6]
+    for i, (n, o) in enumerate(zip([1, 2, 3], out)):
+        np.testing.assert_array_equal(o["y"], np.full((n, 1), 2.0 * i))

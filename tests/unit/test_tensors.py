@@ -84,3 +84,43 @@ def test_jsonable():
     assert jsonable(np.float32(1.5) * np.ones(())) == 1.5
     assert jsonable(np.array([b"ok", b"\xff"], dtype=object)) == ["ok", {"b64": "/w=="}]
     assert jsonable(np.array([b"ok"], dtype=object), b64=True) == [{"b64": "b2s="}]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [[[[0.5], [1.5]], [[2.0], [3.25]]]] * 3,  # images with one channel
+        [[1, 2], [3, 4]],
+        [[1, 2.5], [3, 4]],
+        [[1, True], [0, 4]],  # booleans among numbers count as numbers, as np.asarray has it
+        [1.0, -2.0, 1e3],
+    ],
+)
+def test_deep_numeric_lists_convert_exactly_as_numpy_does(value):
+    for name in ("FP32", "FP64", "INT64"):
+        dt = dtypes.from_v2(name)
+        try:
+            expected = np.asarray(value).astype(dt.numpy)
+        except (ValueError, OverflowError):
+            continue
+        if dt.is_int and not np.array_equal(np.asarray(value), expected):
+            continue  # not integers: the general path rejects it with its own message
+        got = to_array(value, dt, "instances")
+        assert got.dtype == dt.numpy and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ([[[1.0], [2.0]], [[3.0], [4.0, 5.0]]], "instances[1][1]"),  # ragged at the innermost level
+        ([[1.0, 2.0], [3.0, 4.0, 5.0], [6.0]], "instances[1]"),  # ragged, same total count
+        ([[1.0, 2.0], [3.0, "4"]], "instances[1][1]"),
+        ([[1.0, 2.0], [3.0, None]], "instances[1][1]"),
+        ([[1.0, 2.0], "ab"], "instances[1]"),
+        ([[1.0, 2.0], 3.0], "instances[1]"),
+    ],
+)
+def test_bad_deep_lists_still_name_the_first_bad_element(value, words):
+    with pytest.raises(InvalidInput, match=words.replace("[", r"\[").replace("]", r"\]")):
+        to_array(value, dtypes.from_v2("FP32"), "instances")

@@ -1,0 +1,432 @@
+"""Side-by-side benchmark: modelserver against KServe, MLServer and a bare tornado hello-world.
+
+``make bench`` (or ``python bench/run.py``) does everything in one run:
+
+1. creates KServe's and MLServer's own virtual environments under a cache directory outside the
+   repository (``~/.cache/modeldeploy/bench``; ``BENCH_CACHE`` overrides it) and installs wrk
+   from Debian if it is missing;
+2. builds the same SavedModels for every server (``bench/models.py``);
+3. starts every server on 127.0.0.1, then runs each case on each server in turn (so the servers
+   compared in a case see the same load on the machine): checks the answer, drives it with wrk
+   for a bounded time, and reads each server's RSS at the end;
+4. prints a table of req/s, p50 and p99 with the ratios against the targets, and writes it to
+   ``bench/results/latest.md`` with the load average seen during each case.
+
+Nothing is asserted: the numbers depend on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CACHE = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "modeldeploy" / "bench"))
+PEERS = {
+    "kserve": ["kserve==0.21.*", "tensorflow-cpu"],
+    "mlserver": ["mlserver==1.7.1", "tensorflow-cpu"],
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# -- environments ---------------------------------------------------------------------------------
+def peer_python(name: str) -> Path:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    venv = CACHE / "venvs" / name
+    py = venv / "bin" / "python"
+    stamp = venv / (".installed-" + "-".join(PEERS[name]).replace("*", "x").replace("=", ""))
+    if not stamp.exists():
+        log(f"installing {' '.join(PEERS[name])} into {venv}")
+        if not py.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, cwd=CACHE)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", *PEERS[name]], check=True, cwd=CACHE)
+        stamp.touch()
+    return py
+
+
+def ensure_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk:
+        return wrk
+    log("installing wrk from Debian")
+    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False, stdout=subprocess.DEVNULL)
+    if not shutil.which("wrk"):
+        subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
+    return shutil.which("wrk") or "wrk"
+
+
+# -- request bodies -------------------------------------------------------------------------------
+def bodies(out: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    mlp_row = np.round(rng.standard_normal((1, 32)), 4)
+    images = np.round(rng.random((32, 28, 28, 1)), 4)
+    made = {
+        "v1_mlp": {"instances": mlp_row.tolist()},
+        "v2_mlp": {"inputs": [{"name": "x", "shape": [1, 32], "datatype": "FP32", "data": mlp_row.ravel().tolist()}]},
+        "v1_img32": {"instances": images.tolist()},
+        "v2_img32": {"inputs": [{"name": "x", "shape": [32, 28, 28, 1], "datatype": "FP32", "data": images.ravel().tolist()}]},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, body in made.items():
+        paths[name] = out / f"{name}.json"
+        paths[name].write_text(json.dumps(body))
+    return paths
+
+
+# -- servers --------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children, in MB."""
+    total = 0
+    pids = [pid]
+    try:
+        kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        pids += [int(k) for k in kids]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+@dataclass
+class Server:
+    label: str
+    argv: list[str]
+    port: int
+    ready_path: str
+    cwd: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def start(self, logs: Path, timeout: float = 180) -> None:
+        self.log_path = logs / f"{self.label}.log"
+        out = self.log_path.open("wb")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **self.env}
+        self.proc = subprocess.Popen(self.argv, cwd=self.cwd or CACHE, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.label} exited ({self.proc.returncode}); see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{self.ready_path}", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.label} not ready after {timeout:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def modelserver(model: str, path: Path) -> Server:
+    port = free_port()
+    argv = [str(REPO / ".venv" / "bin" / "modelserver"), "serve", str(path.parent), "--name", model,
+            "--port", str(port), "--log-level", "warning"]
+    return Server(f"modelserver-{model}", argv, port, "/v2/health/ready")
+
+
+def kserve(model: str, path: Path) -> Server:
+    port = free_port()
+    argv = [str(peer_python("kserve")), str(HERE / "peers" / "kserve_model.py"), "--model_name", model,
+            "--model_dir", str(path), "--http_port", str(port), "--grpc_port", str(free_port()),
+            "--enable_latency_logging", "False", "--configure_logging", "False"]
+    return Server(f"kserve-{model}", argv, port, f"/v1/models/{model}")
+
+
+def mlserver(model: str, path: Path, work: Path, batching: bool) -> Server:
+    label = f"mlserver{'-batching' if batching else ''}-{model}"
+    port = free_port()
+    folder = work / label
+    (folder / model).mkdir(parents=True, exist_ok=True)
+    shutil.copy(HERE / "peers" / "mlserver_runtime.py", folder / "runtime.py")
+    settings = {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+                "host": "127.0.0.1", "parallel_workers": 0}
+    (folder / "settings.json").write_text(json.dumps(settings))
+    model_settings: dict[str, object] = {"name": model, "implementation": "runtime.SavedModelRuntime",
+                                         "parameters": {"uri": str(path)}}
+    if batching:
+        model_settings.update(max_batch_size=32, max_batch_time=0.002)
+    (folder / model / "model-settings.json").write_text(json.dumps(model_settings))
+    mls = peer_python("mlserver").parent / "mlserver"
+    return Server(label, [str(mls), "start", str(folder)], port, f"/v2/models/{model}/ready", cwd=folder,
+                  env={"PYTHONPATH": str(folder)})
+
+
+def hello(uvloop: bool = False) -> Server:
+    port = free_port()
+    argv = [str(REPO / ".venv" / "bin" / "python"), str(HERE / "peers" / "hello.py"), str(port)]
+    return Server("tornado-hello" + ("-uvloop" if uvloop else ""), argv + (["uvloop"] if uvloop else []), port, "/")
+
+
+# -- load -----------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    case: str
+    server: str
+    conns: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    load: str
+
+
+def check(url: str, body: Path | None, key: str) -> list[float]:
+    """One request by hand: the server must answer 200 with the expected key; first numbers returned."""
+    data = body.read_bytes() if body else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        text = r.read()
+    if body is None:
+        return []
+    answer = json.loads(text)
+    if key == "predictions":
+        return np.asarray(answer["predictions"], dtype=np.float64).ravel()[:10].tolist()
+    return np.asarray(answer["outputs"][0]["data"], dtype=np.float64).ravel()[:10].tolist()
+
+
+def wrk(url: str, body: Path | None, conns: int, seconds: int) -> dict[str, float]:
+    env = {**os.environ, "BENCH_BODY": str(body) if body else ""}
+    threads = 1 if conns == 1 else 2
+    argv = [WRK, f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", str(HERE / "wrk.lua"), url]
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=seconds + 60).stdout
+    line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    return json.loads(line[len("BENCH_JSON "):])
+
+
+def measure(case: str, server: Server, path: str, body: Path | None, key: str, conns: int,
+            seconds: int, results: list[Result], reference: dict[str, list[float]]) -> None:
+    url = f"http://127.0.0.1:{server.port}{path}"
+    first = check(url, body, key)
+    if first and case in reference and not np.allclose(first, reference[case], rtol=1e-3, atol=1e-5):
+        log(f"warning: {server.label} answers {first[:3]} for {case}, others {reference[case][:3]}")
+    reference.setdefault(case, first)
+    wrk(url, body, conns, 2)  # warm-up, not recorded
+    load = loadavg()
+    s = wrk(url, body, conns, seconds)
+    errors = int(s["non2xx"] + s["connect"] + s["read"] + s["write"] + s["timeout"])
+    r = Result(case, server.label, conns, s["requests"] / (s["duration_us"] / 1e6), s["p50_us"] / 1000,
+               s["p99_us"] / 1000, errors, load)
+    results.append(r)
+    log(f"{case:14} {server.label:28} c={conns:<3} {r.rps:8.1f} req/s  p50 {r.p50_ms:7.2f} ms  "
+        f"p99 {r.p99_ms:7.2f} ms  errors {errors}  load {load}")
+
+
+# -- report ---------------------------------------------------------------------------------------
+def pick(results: list[Result], case: str, server: str) -> Result | None:
+    return next((r for r in results if r.case == case and r.server.startswith(server)), None)
+
+
+def versions() -> str:
+    """Versions of what was compared, from each environment."""
+    found = []
+    for label, py, packages in (
+        ("modelserver", REPO / ".venv" / "bin" / "python", ("tornado", "tensorflow-cpu")),
+        ("kserve", CACHE / "venvs" / "kserve" / "bin" / "python", ("kserve", "tensorflow-cpu")),
+        ("mlserver", CACHE / "venvs" / "mlserver" / "bin" / "python", ("mlserver", "tensorflow-cpu")),
+    ):
+        if not py.exists():
+            continue
+        code = "import importlib.metadata as m, sys; print(' '.join(p + ' ' + m.version(p) for p in sys.argv[1:]))"
+        out = subprocess.run([str(py), "-c", code, *packages], capture_output=True, text=True, cwd=CACHE)
+        found.append(f"{label}: {out.stdout.strip() or 'unknown'}")
+    return "; ".join(found)
+
+
+def report(results: list[Result], rss: dict[str, float], command: str, started: str, ended: str, seconds: int) -> str:
+    lines = [
+        f"Command: `{command}`  ",
+        f"Run {started} to {ended} UTC on {os.cpu_count()} cores (wrk runs on the same machine); the load "
+        f"average (1/5/15 min) when each case began is in the last column, at the end it was {loadavg()}.  ",
+        f"Versions: {versions()}.  ",
+        "modelserver runs with `--log-level warning` (no access log), KServe with "
+        "`--enable_latency_logging False --configure_logging False`; MLServer with `parallel_workers: 0`, "
+        "with and without adaptive batching (max_batch_size 32, max_batch_time 2 ms). "
+        f"Each case: a 2 s warm-up, then {seconds} s measured.",
+        "",
+        "| case | server | conns | req/s | p50 ms | p99 ms | errors | load avg |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in results:
+        lines.append(f"| {r.case} | {r.server} | {r.conns} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+                     f"{r.errors} | {r.load} |")
+    lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
+
+    def target(text: str, value: float | None, goal: float, higher: bool = True, fmt: str = "{:.2f}x") -> None:
+        if value is None:
+            lines.append(f"| {text} | not measured | no |")
+            return
+        met = value >= goal if higher else value <= goal
+        lines.append(f"| {text} | {fmt.format(value)} | {'yes' if met else 'NO'} |")
+
+    ours64, k64 = pick(results, "mlp_b1_c64", "modelserver"), pick(results, "mlp_b1_c64", "kserve")
+    mb64 = pick(results, "mlp_b1_c64", "mlserver-batching")
+    hello_r = next((r for r in results if r.case == "hello" and r.server == "tornado-hello"), None)
+
+    def ratio(a: Result | None, b: Result | None) -> float | None:
+        return a.rps / b.rps if a and b else None
+
+    target("V1 MLP c=64: req/s vs KServe (>= 4x)", ratio(ours64, k64), 4)
+    target("V1 MLP c=64: req/s vs MLServer with batching (>= 3x)", ratio(ours64, mb64), 3)
+    target("V1 MLP c=64: p99 vs KServe's (<= 1x)", ours64.p99_ms / k64.p99_ms if ours64 and k64 else None, 1, higher=False)
+    ours1, k1 = pick(results, "mlp_b1_c1", "modelserver"), pick(results, "mlp_b1_c1", "kserve")
+    target("V1 MLP c=1: p50 vs KServe's (<= 1x)", ours1.p50_ms / k1.p50_ms if ours1 and k1 else None, 1, higher=False)
+    target("V1 MLP c=64: req/s vs tornado hello-world (>= 75%)", ratio(ours64, hello_r), 0.75, fmt="{:.0%}")
+    hello_uv = pick(results, "hello", "tornado-hello-uvloop")
+    if hello_uv:
+        lines.append(f"| (for reference) V1 MLP c=64 vs tornado hello-world on uvloop, as modelserver runs | "
+                     f"{ratio(ours64, hello_uv):.0%} | - |" if ours64 else "")
+    target("V1 32 images, nested lists: req/s vs KServe (>= 5x)",
+           ratio(pick(results, "img32_v1_nested", "modelserver"), pick(results, "img32_v1_nested", "kserve")), 5)
+    mls_flat = [r for r in results if r.case == "img32_v2_flat" and r.server.startswith("mlserver")]
+    best = max(mls_flat, key=lambda r: r.rps) if mls_flat else None
+    target(f"V2 flat 32 images: req/s vs MLServer's best ({best.server if best else '-'}) (>= 1.5x)",
+           ratio(pick(results, "img32_v2_flat", "modelserver"), best), 1.5)
+    lines += ["", "| server (MLP model) | RSS after its runs, MB |", "| --- | ---: |"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in rss.items()]
+    return "\n".join(lines) + "\n"
+
+
+WRK = "wrk"
+
+
+def main() -> int:
+    global WRK
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=int, default=10, help="measured seconds per case (after a 2 s warm-up)")
+    p.add_argument("--only", default="", help="comma-separated servers to run (modelserver,kserve,mlserver,hello)")
+    p.add_argument("--out", default=str(HERE / "results" / "latest.md"), help="where to write the table")
+    args = p.parse_args()
+    seconds = max(1, min(args.seconds, 60))  # every load run is bounded
+    only = set(filter(None, args.only.split(",")))
+
+    def want(name: str) -> bool:
+        return not only or name in only
+
+    command = "make bench" if os.environ.get("BENCH_VIA_MAKE") else "python bench/run.py " + " ".join(sys.argv[1:])
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+
+    WRK = ensure_wrk()
+    work = CACHE / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    log("building models")
+    subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(HERE / "models.py"), str(CACHE / "models")],
+                   check=True, stdout=subprocess.DEVNULL)
+    mlp, img = CACHE / "models" / "mlp" / "1", CACHE / "models" / "mnist" / "1"
+    b = bodies(work / "bodies")
+
+    results: list[Result] = []
+    rss: dict[str, float] = {}
+    reference: dict[str, list[float]] = {}
+
+    # Every server is started first and stays up (idle servers take no CPU); then each case runs
+    # on every server in turn, back to back, so the servers compared in a case see the same load.
+    Case = tuple[str, str, str | None, str, int]  # name, path, body, answer key, connections
+    plan: list[tuple[str, Server, list[Case], bool]] = []  # group, server, cases, record RSS
+    if want("hello"):
+        plan.append(("hello", hello(), [("hello", "/", None, "", 64)], False))
+        plan.append(("hello", hello(uvloop=True), [("hello", "/", None, "", 64)], False))
+    mlp_v1 = [("mlp_b1_c64", "/v1/models/mlp:predict", "v1_mlp", "predictions", 64),
+              ("mlp_b1_c1", "/v1/models/mlp:predict", "v1_mlp", "predictions", 1)]
+    if want("modelserver"):
+        plan.append(("modelserver", modelserver("mlp", mlp), mlp_v1, True))
+        plan.append(("modelserver", modelserver("mnist", img), [
+            ("img32_v1_nested", "/v1/models/mnist:predict", "v1_img32", "predictions", 4),
+            ("img32_v2_flat", "/v2/models/mnist/infer", "v2_img32", "outputs", 4)], False))
+    if want("kserve"):
+        plan.append(("kserve", kserve("mlp", mlp), mlp_v1, True))
+        plan.append(("kserve", kserve("mnist", img),
+                     [("img32_v1_nested", "/v1/models/mnist:predict", "v1_img32", "predictions", 4)], False))
+    if want("mlserver"):
+        for batching in (True, False):
+            plan.append(("mlserver", mlserver("mlp", mlp, work, batching=batching),
+                         [("mlp_b1_c64", "/v2/models/mlp/infer", "v2_mlp", "outputs", 64)], True))
+            plan.append(("mlserver", mlserver("mnist", img, work, batching=batching),
+                         [("img32_v2_flat", "/v2/models/mnist/infer", "v2_img32", "outputs", 4)], False))
+
+    running: list[tuple[Server, list[Case], bool]] = []
+    try:
+        for _, server, cases, record in plan:
+            log(f"starting {server.label}")
+            try:
+                server.start(logs)
+                running.append((server, cases, record))
+            except Exception as e:  # report what ran; say plainly what did not
+                log(f"{server.label}: FAILED to start: {e}")
+                server.stop()
+        order = ["hello", "mlp_b1_c64", "mlp_b1_c1", "img32_v1_nested", "img32_v2_flat"]
+        for name in order:
+            for server, cases, _ in running:
+                for case, path, body, key, conns in cases:
+                    if case != name:
+                        continue
+                    try:
+                        measure(case, server, path, b[body] if body else None, key, conns, seconds, results, reference)
+                    except Exception as e:
+                        log(f"{case} on {server.label}: FAILED: {e}")
+        for server, _, record in running:
+            if record and server.proc is not None:
+                rss[server.label] = rss_mb(server.proc.pid)
+    finally:
+        for server, _, _ in running:
+            server.stop()
+
+    ended = time.strftime("%H:%M", time.gmtime())
+    text = report(results, rss, command, started, ended, seconds)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("# Benchmark results\n\n" + text)
+        log(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
