@@ -10,9 +10,10 @@ merged call is retried request by request, so one bad request never fails its ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -103,7 +104,7 @@ class _BatchQueue:
     def submit(self, inputs: Tensors, rows: int) -> asyncio.Future[Tensors]:
         future: asyncio.Future[Tensors] = self.loop.create_future()
         item = _Item(inputs, rows, future)
-        item.timer = self.loop.call_later(self.d.settings.timeout_seconds, _expire, item, self.d.settings.timeout_seconds)
+        item.timer = self.loop.call_later(self.d.settings.timeout_seconds, _expire, item, self.d.timed_out)
         self.waiting.append(item)
         self.queued_rows += rows
         self.depth.inc(rows)
@@ -167,9 +168,9 @@ class _BatchQueue:
         self._start()
 
 
-def _expire(item: _Item, seconds: float) -> None:
+def _expire(item: _Item, error: Callable[[], RequestTimeout]) -> None:
     if not item.future.done():
-        item.future.set_exception(RequestTimeout(f"the model did not answer within {seconds:g} seconds"))
+        item.future.set_exception(error())
 
 
 def _settle(item: _Item, result: Tensors | Exception) -> None:
@@ -198,28 +199,30 @@ class Dispatcher:
         """Run a blocking model function on an executor thread."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def _overloaded(self) -> Overloaded:
-        return Overloaded(
-            f"too many requests in progress ({self.active}, limit "
-            f"{self.settings.max_concurrent_requests}); retry shortly"
-        )
-
-    async def _admit(self, work: asyncio.Future[T] | Any) -> T:
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[None]:
+        """Admission: one of ``max_concurrent_requests`` places, or 429 before any work starts."""
         if self.active >= self.settings.max_concurrent_requests:
-            if asyncio.isfuture(work):
-                work.cancel()
-            else:
-                work.close()
-            raise self._overloaded()
+            raise Overloaded(
+                f"too many requests in progress ({self.active}, limit "
+                f"{self.settings.max_concurrent_requests}); retry shortly"
+            )
         self.active += 1
         try:
-            return await asyncio.wait_for(work, self.settings.timeout_seconds)
-        except TimeoutError:
-            raise RequestTimeout(
-                f"the model did not answer within {self.settings.timeout_seconds:g} seconds"
-            ) from None
+            yield
         finally:
             self.active -= 1
+
+    def timed_out(self) -> RequestTimeout:
+        return RequestTimeout(f"the model did not answer within {self.settings.timeout_seconds:g} seconds")
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on an executor thread within an admission slot and the timeout."""
+        with self._slot():
+            try:
+                return await asyncio.wait_for(self.run(fn), self.settings.timeout_seconds)
+            except TimeoutError:
+                raise self.timed_out() from None
 
     async def predict(self, servable: Servable, signature: str, inputs: Tensors, rows: int) -> Tensors:
         """Outputs for one request's batch, merged with concurrent requests where possible."""
@@ -229,21 +232,14 @@ class Dispatcher:
             queue = self._queues.get(key)
             if queue is None or queue.servable is not servable or queue.loop is not asyncio.get_running_loop():
                 queue = self._queues[key] = _BatchQueue(self, servable, signature)
-            if self.active >= self.settings.max_concurrent_requests:
-                raise self._overloaded()
-            self.active += 1
-            try:  # the queue's own timer answers RequestTimeout: no task per request
+            with self._slot():  # the queue's own timer answers RequestTimeout: no task per request
                 return await queue.submit(inputs, rows)
-            finally:
-                self.active -= 1
         self.metrics.model(servable.name)[0].observe(rows)
-        return await self._admit(self.run(servable.predict, signature, inputs))
+        return await self._call(lambda: servable.predict(signature, inputs))
 
     async def explain(self, servable: Servable, signature: str, inputs: Tensors, target: str | None) -> Tensors:
         steps = self.settings.explain_steps
-        return await self._admit(
-            self.run(lambda: servable.explain(signature, inputs, target=target, steps=steps))
-        )
+        return await self._call(lambda: servable.explain(signature, inputs, target=target, steps=steps))
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
