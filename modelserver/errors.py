@@ -1,4 +1,4 @@
-"""The model server's error hierarchy and the one place where errors map to HTTP statuses.
+"""The model server's error hierarchy; each class carries its HTTP status, the one place they map.
 
 Every failure a client can cause is raised as a ``ModelServerError`` subclass; the handlers turn it
 into a JSON body with the status below. Anything else that escapes a handler is a real bug (500).
@@ -82,7 +82,3 @@ class ModelLoadError(ModelServerError):
     status = 500
     code = "model_load_error"
 
-
-def http_status(exc: BaseException) -> int:
-    """The HTTP status for any exception: its own for ours, 500 for everything else."""
-    return exc.status if isinstance(exc, ModelServerError) else 500

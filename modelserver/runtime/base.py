@@ -76,10 +76,6 @@ class Signature:
     def input_names(self) -> list[str]:
         return [t.name for t in self.inputs]
 
-    @property
-    def output_names(self) -> list[str]:
-        return [t.name for t in self.outputs]
-
     def output(self, name: str) -> TensorSpec:
         for t in self.outputs:
             if t.name == name:
