@@ -24,7 +24,6 @@ from tests import models
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = "0.1.0"
 SERVER_IMAGE = f"modeldeploy/modelserver:{VERSION}"
-OPERATOR_IMAGE = f"modeldeploy/operator:{VERSION}"
 RELEASE_NS = "modeldeploy-system"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
@@ -124,9 +123,8 @@ def pod_result(cluster, ns: str, name: str, timeout: int = 300) -> str:
 @pytest.fixture(scope="module")
 def installed(kind_cluster):
     """Both images built and loaded, the CRD applied, and the chart installed (or upgraded)."""
-    subprocess.run(["make", "-C", str(ROOT), "wheels"], check=True, capture_output=True, timeout=900)
-    kind_cluster.build_image(ROOT / "Dockerfile.server", SERVER_IMAGE, ROOT)
-    kind_cluster.build_image(ROOT / "Dockerfile.operator", OPERATOR_IMAGE, ROOT)
+    done = subprocess.run(["make", "-C", str(ROOT), "images"], capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     kubectl(kind_cluster, "apply", "--server-side", "-f", str(ROOT / "crds"))
     helm = str(ROOT / ".tools" / "bin" / "helm")
     done = subprocess.run(
