@@ -10,6 +10,8 @@ from pathlib import Path
 
 import requests
 
+from tests.incluster import CLIENT
+
 HERE = Path(__file__).resolve().parent
 
 MANIFEST = """
@@ -72,7 +74,7 @@ def test_pod_from_local_image_answers_through_service(kind_cluster, e2e_namespac
     kind_cluster.kubectl_run(
         "-n", e2e_namespace, "run", "client", f"--image={image}", "--image-pull-policy=Never",
         "--restart=Never", "--command", "--",
-        "python3", "-c", f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read().decode())",
+        "python3", "-c", CLIENT, url,
     )
     done = kind_cluster.kubectl_run(
         "-n", e2e_namespace, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/client", "--timeout=120s",

@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from tests import models
+from tests.incluster import CLIENT
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = "0.1.0"
@@ -180,12 +181,7 @@ def test_demo_example_serves_v1_and_v2_from_host_and_cluster(installed, ns, refe
         assert v2.status_code == 200, v2.text
         np.testing.assert_allclose(np.reshape(v2.json()["outputs"][0]["data"], (2, 3)), expected, rtol=1e-5)
 
-    code = (
-        "import json, sys, urllib.request\n"
-        "req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), headers={'Content-Type': 'application/json'})\n"
-        "print(urllib.request.urlopen(req, timeout=30).read().decode())\n"
-    )
-    out = run_pod(cluster, ns, "client", ["-c", code, status["url"], json.dumps({"instances": ROWS})])
+    out = run_pod(cluster, ns, "client", ["-c", CLIENT, status["url"], json.dumps({"instances": ROWS})])
     np.testing.assert_allclose(json.loads(out.strip().splitlines()[-1])["predictions"], expected, rtol=1e-5)
 
 
