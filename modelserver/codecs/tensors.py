@@ -7,6 +7,7 @@ element types) does a slow walk find the first bad element so the message can na
 
 from __future__ import annotations
 
+import array
 import base64
 import binascii
 from itertools import chain
@@ -157,7 +158,7 @@ def _cast(arr: np.ndarray, dt: DType, where: str) -> np.ndarray:
     return arr.astype(dt.numpy, copy=False)
 
 
-def _numeric_nested(value: list[Any]) -> np.ndarray | None:
+def _numeric_nested(value: list[Any], as_float: bool = False) -> np.ndarray | None:
     """A rectangular nested list of numbers as an int or float array, a level at a time; else None.
 
     Much faster than ``np.asarray`` on deep lists (such as images sent as ``[[[[0.5], ...]]]``,
@@ -166,6 +167,9 @@ def _numeric_nested(value: list[Any]) -> np.ndarray | None:
     list. Anything else (ragged lists, strings, nulls, integers beyond 64 bits) returns None and
     takes the general path, which names the culprit. Strings or objects at an inner level flatten
     into non-numbers, which numpy then reports by the array's kind.
+
+    ``as_float`` (for float inputs): the flat list becomes doubles through ``array.array``, which
+    takes only numbers and skips numpy's element-type discovery (about a quarter faster).
     """
     shape = [len(value)]
     level: list[Any] = value
@@ -178,8 +182,8 @@ def _numeric_nested(value: list[Any]) -> np.ndarray | None:
             level = list(chain.from_iterable(level))
         if not level:
             return None
-        arr = np.array(level)
-    except (TypeError, OverflowError, ValueError):  # a number where a list was: ragged
+        arr = np.frombuffer(array.array("d", level), dtype=np.float64) if as_float else np.array(level)
+    except (TypeError, OverflowError, ValueError):  # a number where a list was (ragged), or not a number
         return None
     return arr.reshape(shape) if arr.dtype.kind in "iuf" else None
 
@@ -189,7 +193,7 @@ def to_array(value: Any, dt: DType, where: str) -> np.ndarray:
     if dt.is_bytes:
         return _bytes_array(value, dt, where)
     if type(value) is list and not dt.is_bool:
-        fast = _numeric_nested(value)
+        fast = _numeric_nested(value, as_float=dt.is_float)
         if fast is not None:
             return _cast(fast, dt, where)
     try:

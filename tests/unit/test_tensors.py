@@ -25,6 +25,7 @@ FP32, INT8, INT64, BOOL, BYTES = (dtypes.BY_V2[n] for n in ("FP32", "INT8", "INT
         ([255, 0], dtypes.BY_V2["UINT8"], (2,), np.uint8),
         ([], FP32, (0,), np.float32),
         ([1, True], FP32, (2,), np.float32),  # booleans count as 0 and 1, as in numpy
+        ([[1, 2**70]], FP32, (1, 2), np.float32),  # any JSON number fits a float input
     ],
 )
 def test_good_values(value, dt, shape, dtype):
