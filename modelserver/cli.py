@@ -32,11 +32,11 @@ def _add_setting_flags(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="modelserver", description="Serve TensorFlow models over V1, V2 and OpenAI-style HTTP.")
+    p = argparse.ArgumentParser(prog="modelserver", description="Serve TensorFlow and Hugging Face models over V1, V2 and OpenAI-style HTTP.")
     p.add_argument("--version", action="version", version=f"modelserver {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a model directory (the demo model when none is given)")
-    serve.add_argument("model_path", nargs="?", default=None, help="SavedModel directory or a directory of numbered versions")
+    serve.add_argument("model_path", nargs="?", default=None, help="model directory (SavedModel or Hugging Face) or a directory of numbered versions")
     _add_setting_flags(serve)
     fetch = sub.add_parser("fetch", help="download or copy a model into a directory")
     fetch.add_argument("uri", help="http(s)://...tar.gz|.zip, file:///path, or a local path")
@@ -56,8 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"modelserver: {e}", file=sys.stderr)
         return 2
-    from modelserver import logs
-    from modelserver.server import app
+    from modelserver import logs, workers
 
     logs.configure(s.log_level, s.log_format)
     if s.model_path:
@@ -65,7 +64,19 @@ def _serve(args: argparse.Namespace) -> int:
         name = s.name or (path.parent.name if path.name.isdigit() else path.name)
     else:
         print("modelserver: no model given, serving the bundled iris demo model", file=sys.stderr)
-        path, name = demo.ensure(), s.name or "iris"
+        path = demo.ensure() if s.workers == 1 else workers.ensure_demo_isolated()
+        name = s.name or "iris"
+    if s.workers != 1:
+        # decided before anything imports TensorFlow: the workers are forked from this process
+        try:
+            n = workers.count(s, path, name)
+        except (ModelLoadError, ValueError, OSError) as e:
+            print(f"modelserver: {e}", file=sys.stderr)
+            return 2
+        if n > 1:
+            return workers.run(s, path, name, n)
+    from modelserver.server import app
+
     try:
         ctx = app.build_context(s, path, name)
     except (ModelLoadError, ValueError, OSError) as e:

@@ -216,7 +216,7 @@ class Dispatcher:
     def timed_out(self) -> RequestTimeout:
         return RequestTimeout(f"the model did not answer within {self.settings.timeout_seconds:g} seconds")
 
-    async def _call(self, fn: Callable[[], T]) -> T:
+    async def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on an executor thread within an admission slot and the timeout."""
         with self._slot():
             try:
@@ -235,11 +235,11 @@ class Dispatcher:
             with self._slot():  # the queue's own timer answers RequestTimeout: no task per request
                 return await queue.submit(inputs, rows)
         self.metrics.model(servable.name)[0].observe(rows)
-        return await self._call(lambda: servable.predict(signature, inputs))
+        return await self.call(lambda: servable.predict(signature, inputs))
 
     async def explain(self, servable: Servable, signature: str, inputs: Tensors, target: str | None) -> Tensors:
         steps = self.settings.explain_steps
-        return await self._call(lambda: servable.explain(signature, inputs, target=target, steps=steps))
+        return await self.call(lambda: servable.explain(signature, inputs, target=target, steps=steps))
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -11,13 +11,21 @@ class ModelServerError(Exception):
     """Base class: an error with an HTTP status and a message for the client."""
 
     status: int = 500
-    #: short machine-readable code, used as ``type``/``code`` in OpenAI-style bodies
+    #: short machine-readable code: ``code`` in OpenAI-style bodies (an instance may be more precise)
     code: str = "internal_error"
+    #: the OpenAI error ``type`` of this class
+    kind: str = "server_error"
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        if code is not None:
+            self.code = code
+
+    def openai_body(self) -> dict[str, dict[str, str | None]]:
+        """The OpenAI error envelope: ``{"error": {"message", "type", "param", "code"}}``."""
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
 class InvalidInput(ModelServerError):
@@ -25,13 +33,15 @@ class InvalidInput(ModelServerError):
 
     status = 400
     code = "invalid_request_error"
+    kind = "invalid_request_error"
 
 
 class Unauthorized(ModelServerError):
     """No API key, or an unknown one (401)."""
 
     status = 401
-    code = "authentication_error"
+    code = "invalid_api_key"
+    kind = "authentication_error"
 
 
 class NotFound(ModelServerError):
@@ -39,6 +49,7 @@ class NotFound(ModelServerError):
 
     status = 404
     code = "not_found"
+    kind = "invalid_request_error"
 
 
 class MethodNotAllowed(ModelServerError):
@@ -46,6 +57,7 @@ class MethodNotAllowed(ModelServerError):
 
     status = 405
     code = "method_not_allowed"
+    kind = "invalid_request_error"
 
 
 class PayloadTooLarge(ModelServerError):
@@ -53,6 +65,7 @@ class PayloadTooLarge(ModelServerError):
 
     status = 413
     code = "payload_too_large"
+    kind = "invalid_request_error"
 
 
 class Overloaded(ModelServerError):
@@ -60,6 +73,7 @@ class Overloaded(ModelServerError):
 
     status = 429
     code = "rate_limit_exceeded"
+    kind = "rate_limit_error"
 
 
 class NotReady(ModelServerError):
@@ -67,6 +81,7 @@ class NotReady(ModelServerError):
 
     status = 503
     code = "not_ready"
+    kind = "service_unavailable_error"
 
 
 class RequestTimeout(ModelServerError):
@@ -74,6 +89,7 @@ class RequestTimeout(ModelServerError):
 
     status = 504
     code = "timeout"
+    kind = "timeout_error"
 
 
 class ModelLoadError(ModelServerError):

@@ -60,6 +60,39 @@ def examples_for(servable: Servable, sig: Signature, base: str, auth: bool) -> d
     }
 
 
+def openai_examples(servable: Servable, base: str, auth: bool) -> dict[str, str]:
+    """curl and ``openai`` SDK examples for a generative (``kind == "generate"``) or embedding model."""
+    kind = getattr(servable, "kind", None)
+    m = servable.name
+    key = "os.environ['API_KEY']" if auth else "'unused'"
+    head = f"from openai import OpenAI\nclient = OpenAI(base_url='{base}/v1', api_key={key})\n"
+    if auth:
+        head = "import os\n" + head
+    if kind == "generate":
+        chat = {"model": m, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 32}
+        return {
+            "curl (chat)": curl(f"{base}/v1/chat/completions", chat, auth),
+            "curl (completion, streamed)": curl(
+                f"{base}/v1/completions", {"model": m, "prompt": "Once upon a time", "max_tokens": 32, "stream": True}, auth
+            ),
+            "openai SDK": head + (
+                f"reply = client.chat.completions.create(model='{m}', messages=[{{'role': 'user', 'content': 'Say hello.'}}])\n"
+                "print(reply.choices[0].message.content)\n"
+                f"for chunk in client.completions.create(model='{m}', prompt='Once upon a time', max_tokens=32, stream=True):\n"
+                "    print(chunk.choices[0].text, end='', flush=True)"
+            ),
+        }
+    if kind == "embed":
+        return {
+            "curl (embeddings)": curl(f"{base}/v1/embeddings", {"model": m, "input": ["A sentence to embed."]}, auth),
+            "openai SDK": head + (
+                f"result = client.embeddings.create(model='{m}', input=['A sentence to embed.'])\n"
+                "print(len(result.data[0].embedding))"
+            ),
+        }
+    return {}
+
+
 def _with_sig(body: dict[str, Any], sig: Signature) -> dict[str, Any]:
     return body if sig.name == "serving_default" else {"signature_name": sig.name, **body}
 
@@ -95,6 +128,9 @@ def render_home(servables: list[Servable], versions: dict[str, list[int]], base:
         parts.append("<p>This server needs an API key: set <code>API_KEY</code> before pasting the examples.</p>")
     for s in servables:
         parts.append(f"<h2>{html.escape(s.name)}</h2><p>Version {s.version} (versions: {', '.join(map(str, versions[s.name]))}), {s.platform}.</p>")
+        openai = openai_examples(s, base, auth)
+        if openai and protocol == "openai":
+            parts.extend(_openai_section(openai))
         for sig in s.signatures.values():
             parts.append(f"<h3>Signature <code>{html.escape(sig.name)}</code></h3>")
             parts.append("<table><tr><th>input</th><th>datatype</th><th>shape</th></tr>" + _tensor_rows(sig.inputs) + "</table>")
@@ -102,8 +138,17 @@ def render_home(servables: list[Servable], versions: dict[str, list[int]], base:
             ex = examples_for(s, sig, base, auth)
             for proto in order:
                 parts.append(f"<p>{proto.upper()}:</p><pre>{html.escape(ex[proto])}</pre>")
+        if openai and protocol != "openai":
+            parts.extend(_openai_section(openai))
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _openai_section(examples: dict[str, str]) -> list[str]:
+    out = ["<h3>OpenAI-style API</h3>"]
+    for title, text in examples.items():
+        out.append(f"<p>{html.escape(title)}:</p><pre>{html.escape(text)}</pre>")
+    return out
 
 
 def render_docs(spec: dict[str, Any]) -> str:

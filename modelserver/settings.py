@@ -14,6 +14,7 @@ from typing import Any
 
 ENV_PREFIX = "MODELSERVER_"
 PROTOCOLS = ("v1", "v2", "openai")
+FORMATS = ("auto", "tensorflow", "huggingface")
 
 
 def _setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
@@ -25,9 +26,13 @@ class Settings:
     """How one model server runs: what it serves, where, and its limits."""
 
     model_path: str | None = _setting(
-        None, "SavedModel directory, or a directory of numbered versions; the demo model if empty"
+        None, "model directory (SavedModel or Hugging Face), or a directory of numbered versions; the demo if empty"
     )
     name: str = _setting("", "model name in URLs (default: the directory's name, or 'iris')")
+    format: str = _setting(
+        "auto", "how the model is stored: auto (from its files), tensorflow (SavedModel) or huggingface",
+        choices=FORMATS,
+    )
     host: str = _setting("127.0.0.1", "address to listen on (0.0.0.0 in containers)")
     port: int = _setting(8080, "port to listen on")
     protocol: str = _setting("v1", "protocol the home page presents first", choices=PROTOCOLS)
@@ -47,9 +52,18 @@ class Settings:
         0.0, "extra wait to gather a batch when the model is idle (0: none, batch only while busy)"
     )
     model_threads: int = _setting(0, "threads running model calls (0: one per CPU)")
+    workers: int = _setting(
+        1, "server processes sharing the port, each with its own copy of the model (0: one per CPU)"
+    )
     event_loop: str = _setting(
         "auto", "event loop: uvloop when it is installed (auto), uvloop, or asyncio's own",
         choices=("auto", "uvloop", "asyncio"),
+    )
+    max_sequences: int = _setting(
+        8, "generative models: sequences decoded together (key/value cache slots); bounds n too"
+    )
+    max_model_len: int = _setting(
+        0, "generative models: longest prompt plus completion in tokens (0: the model's own limit)"
     )
     warmup: bool = _setting(True, "run a synthetic inference before reporting ready")
     explain_steps: int = _setting(50, "integrated-gradients steps for /explain")

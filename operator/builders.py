@@ -69,6 +69,7 @@ def server_env(spec: Spec) -> list[dict[str, str]]:
     b = spec.batching
     values: dict[str, Any] = {
         "NAME": spec.model_name,
+        "FORMAT": spec.format,
         "HOST": "0.0.0.0",
         "PORT": PORT,
         "PROTOCOL": spec.protocol,
@@ -89,6 +90,10 @@ def server_env(spec: Spec) -> list[dict[str, str]]:
     for key, env in limit_names.items():
         if key in spec.limits:
             values[env] = spec.limits[key]
+    generation_names = {"maxSequences": "MAX_SEQUENCES", "maxModelLen": "MAX_MODEL_LEN"}
+    for key, env in generation_names.items():
+        if key in spec.generation:
+            values[env] = spec.generation[key]
     if spec.api_key_secret:
         values["API_KEY_FILE"] = f"{KEYS_DIR}/keys"
     return [{"name": f"MODELSERVER_{k}", "value": str(v)} for k, v in values.items()]

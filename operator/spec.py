@@ -13,6 +13,7 @@ from typing import Any
 from modeldeploy_operator.errors import SpecError
 
 PROTOCOLS = ("v1", "v2", "openai")
+FORMATS = ("tensorflow", "huggingface")
 MODEL_ROOT = "/models"
 _PVC = re.compile(r"^pvc://(?P<claim>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)(?P<path>/.*)?$")
 
@@ -57,6 +58,7 @@ class Spec:
     model_name: str
     source: ModelSource
     signature: str = "serving_default"
+    format: str = "tensorflow"
     protocol: str = "v1"
     image: str = ""
     replicas: int = 1
@@ -67,6 +69,8 @@ class Spec:
     explain_steps: int = 50
     api_key_secret: tuple[str, str] | None = None
     limits: dict[str, Any] = field(default_factory=dict)
+    #: generative models: ``maxSequences`` and ``maxModelLen`` as given (absent: the server's defaults)
+    generation: dict[str, int] = field(default_factory=dict)
 
 
 def _obj(spec: dict[str, Any], key: str) -> dict[str, Any]:
@@ -76,6 +80,21 @@ def _obj(spec: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
+def _generation(gen: dict[str, Any]) -> dict[str, int]:
+    """``spec.generation`` checked against the schema's bounds (only the keys given)."""
+    bounds = {"maxSequences": (1, 256), "maxModelLen": (0, None)}
+    out: dict[str, int] = {}
+    for key, (low, high) in bounds.items():
+        if key not in gen:
+            continue
+        value = gen[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            span = f"{low} to {high}" if high is not None else f"at least {low}"
+            raise SpecError(f"spec.generation.{key}: expected an integer {span}, got {value!r}")
+        out[key] = value
+    return out
+
+
 def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
     """Typed spec with defaults; ``SpecError`` says what to fix."""
     model = _obj(spec, "model")
@@ -83,8 +102,14 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
     if protocol not in PROTOCOLS:
         raise SpecError(f"spec.protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     fmt = model.get("format", "tensorflow")
-    if fmt != "tensorflow":
-        raise SpecError(f"spec.model.format {fmt!r} is not served yet; use tensorflow (a SavedModel)")
+    if fmt not in FORMATS:
+        raise SpecError(
+            f"spec.model.format {fmt!r} is not served; use tensorflow (a SavedModel) or huggingface "
+            "(a Hugging Face model directory)"
+        )
+    generation = _generation(_obj(spec, "generation"))
+    if generation and fmt != "huggingface":
+        raise SpecError("spec.generation applies to generative models only: set spec.model.format to huggingface")
     autoscaling = spec.get("autoscaling")
     if autoscaling is not None and "replicas" in spec:
         raise SpecError("set either spec.replicas or spec.autoscaling, not both")
@@ -107,6 +132,7 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         model_name=model.get("name") or name,
         source=parse_uri(model.get("uri", "")),
         signature=model.get("signature", "serving_default"),
+        format=fmt,
         protocol=protocol,
         image=spec.get("image", ""),
         replicas=int(spec.get("replicas", 1)),
@@ -117,4 +143,5 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         explain_steps=int(_obj(spec, "explainer").get("steps", 50)),
         api_key_secret=secret,
         limits=_obj(spec, "limits"),
+        generation=generation,
     )

@@ -111,5 +111,5 @@ def get_signature(servable: Servable, name: str) -> Signature:
     except KeyError:
         raise NotFound(
             f"model {servable.name!r} version {servable.version} has no signature {name!r}; "
-            f"it has {', '.join(repr(s) for s in sorted(servable.signatures))}"
+            f"it has {', '.join(repr(s) for s in sorted(servable.signatures)) or 'none'}"
         ) from None

@@ -1,8 +1,8 @@
 """The served models: finding version directories, loading and warming them, resolving requests.
 
-A model path is either one SavedModel directory (version 1, or its own number if it is named like
-one) or a base directory of numbered versions (``MODEL/1``, ``MODEL/2``), as TensorFlow Serving
-lays them out. Every version is loaded; the highest answers when a request names none.
+A model path is either one model directory (a SavedModel, or a Hugging Face directory with
+config.json; version 1, or its own number if it is named like one) or a base directory of
+numbered versions (``MODEL/1``, ``MODEL/2``), as TensorFlow Serving lays them out. Every version is loaded; the highest answers when a request names none.
 """
 
 from __future__ import annotations
@@ -29,19 +29,32 @@ def is_savedmodel(path: Path) -> bool:
     return (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()
 
 
+def is_huggingface(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def detect_format(path: Path) -> str:
+    """``tensorflow`` or ``huggingface``, from the files in a model (or version) directory."""
+    return "huggingface" if not is_savedmodel(path) and is_huggingface(path) else "tensorflow"
+
+
+def is_model_dir(path: Path) -> bool:
+    return is_savedmodel(path) or is_huggingface(path)
+
+
 def discover_versions(path: Path) -> dict[int, Path]:
-    """``{version: directory}`` for a SavedModel directory or a base of numbered versions."""
+    """``{version: directory}`` for a model directory or a base of numbered versions."""
     if not path.is_dir():
         raise ModelLoadError(f"model path {path} is not a directory")
-    if is_savedmodel(path):
+    if is_model_dir(path):
         return {int(path.name) if path.name.isdigit() else 1: path}
     found = {
-        int(p.name): p for p in path.iterdir() if p.is_dir() and p.name.isdigit() and is_savedmodel(p)
+        int(p.name): p for p in path.iterdir() if p.is_dir() and p.name.isdigit() and is_model_dir(p)
     }
     if not found:
         raise ModelLoadError(
-            f"no SavedModel in {path}: expected saved_model.pb there or in numbered "
-            "version directories (1/, 2/, ...)"
+            f"no model in {path}: expected a SavedModel (saved_model.pb) or a Hugging Face "
+            "directory (config.json) there or in numbered version directories (1/, 2/, ...)"
         )
     return found
 
@@ -106,6 +119,9 @@ class ModelRepository:
                 try:
                     servable = loader(entry.name, vs.version, vs.path)
                     if warmup:
+                        own = getattr(servable, "warmup", None)
+                        if callable(own):
+                            own()
                         for sig_name, sig in servable.signatures.items():
                             servable.predict(sig_name, synthetic_inputs(sig))
                 except Exception as e:  # recorded and reported by readiness and status
@@ -153,6 +169,14 @@ class ModelRepository:
             detail = f": {vs.error}" if vs.error else ""
             raise NotReady(f"model {name!r} version {number} is {vs.state.lower()}{detail}")
         return vs.servable
+
+    def close(self) -> None:
+        """Stop what loaded models run on their own (the generation threads)."""
+        for entry in self.models.values():
+            for vs in entry.versions.values():
+                close = getattr(vs.servable, "close", None)
+                if callable(close):
+                    close()
 
     @property
     def default_name(self) -> str:

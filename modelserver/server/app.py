@@ -8,23 +8,28 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 import tornado.httpserver
+import tornado.ioloop
 import tornado.web
 
 from modelserver.dispatch import Dispatcher
+from modelserver.errors import ModelLoadError
 from modelserver.metrics import Metrics
 from modelserver.openapi import Endpoint
 from modelserver.runtime.base import Servable
-from modelserver.runtime.repository import ModelRepository
-from modelserver.server import pages, v1, v2
+from modelserver.runtime.repository import Loader, ModelRepository, detect_format, is_huggingface, is_savedmodel
+from modelserver.server import openai, pages, v1, v2
 from modelserver.server.base import NotFoundHandler
 from modelserver.server.context import ServerContext
 from modelserver.settings import Settings
+from modelserver.workers import WorkerGroup
 
 log = logging.getLogger("modelserver")
 
@@ -39,6 +44,9 @@ class Route(NamedTuple):
     pattern: str
     handler: type[tornado.web.RequestHandler]
     docs: tuple[Endpoint, ...]
+    #: the handler instead when the server's protocol is openai (``GET /v1/models`` answers in
+    #: OpenAI form then)
+    openai_handler: type[tornado.web.RequestHandler] | None = None
 
 
 def _ep(method: str, path: str, tag: str, summary: str) -> Endpoint:
@@ -50,7 +58,28 @@ ROUTES: tuple[Route, ...] = (
     Route(r"/openapi\.json", pages.OpenAPIHandler, (_ep("get", "/openapi.json", "pages", "this document"),)),
     Route(r"/docs", pages.DocsHandler, (_ep("get", "/docs", "pages", "endpoint list"),)),
     Route(r"/metrics", pages.MetricsHandler, (_ep("get", "/metrics", "pages", "Prometheus metrics"),)),
-    Route(r"/v1/models", v1.ListHandler, (_ep("get", "/v1/models", "v1", "list models"),)),
+    Route(r"/v1/models", v1.ListHandler, (_ep("get", "/v1/models", "v1", "list models (OpenAI form in openai mode)"),),
+          openai.ModelsHandler),
+    Route(r"/openai/v1/models", openai.ModelsHandler, (_ep("get", "/openai/v1/models", "openai", "list models"),)),
+    Route(rf"/openai/v1/models/{M}", openai.ModelsHandler,
+          (_ep("get", "/openai/v1/models/{model}", "openai", "one model"),)),
+    Route(
+        r"/(?:openai/)?(?:v1/)?completions",
+        openai.CompletionsHandler,
+        tuple(_ep("post", f"{p}/completions", "openai", "text completion (SSE when stream is true)")
+              for p in ("/v1", "/openai/v1", "")),
+    ),
+    Route(
+        r"/(?:openai/)?(?:v1/)?chat/completions",
+        openai.ChatHandler,
+        tuple(_ep("post", f"{p}/chat/completions", "openai", "chat completion (SSE when stream is true)")
+              for p in ("/v1", "/openai/v1", "")),
+    ),
+    Route(
+        r"/(?:openai/)?(?:v1/)?embeddings",
+        openai.EmbeddingsHandler,
+        tuple(_ep("post", f"{p}/embeddings", "openai", "embeddings") for p in ("/v1", "/openai/v1", "")),
+    ),
     Route(
         rf"/v1/models/{M}{VER_OR_LABEL}:(?P<verb>predict|explain)",
         v1.PredictHandler,
@@ -112,9 +141,19 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+#: tried first: the inference paths, which match no other route; the rest keep the table's order
+FIRST = (v1.PredictHandler, v2.InferHandler)
+
+
 def make_app(ctx: ServerContext) -> tornado.web.Application:
+    routes = [r for r in ROUTES if r.handler in FIRST and r.pattern.startswith("/v")]
+    routes += [r for r in ROUTES if r not in routes]
     return tornado.web.Application(
-        [(r.pattern, r.handler, {"ctx": ctx}) for r in ROUTES],
+        [
+            (r.pattern, r.openai_handler if r.openai_handler and ctx.settings.protocol == "openai" else r.handler,
+             {"ctx": ctx})
+            for r in routes
+        ],
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},
         endpoints=[e for r in ROUTES for e in r.docs],
@@ -122,22 +161,45 @@ def make_app(ctx: ServerContext) -> tornado.web.Application:
     )
 
 
-def default_loader(name: str, version: int, path: Path) -> Servable:
-    from modelserver.runtime.tensorflow import load_savedmodel  # heavy import, off the IO loop
+def make_loader(settings: Settings) -> Loader:
+    """Load one version directory with the runtime its format (setting, or its files) calls for."""
 
-    return load_savedmodel(name, version, path)
+    def load(name: str, version: int, path: Path) -> Servable:
+        fmt = settings.format if settings.format != "auto" else detect_format(path)
+        if not (is_savedmodel(path) if fmt == "tensorflow" else is_huggingface(path)):
+            found = "a Hugging Face directory (config.json)" if fmt == "tensorflow" else "a SavedModel"
+            raise ModelLoadError(
+                f"{path} holds {found}, not the {fmt} format this server was told to load: set the format "
+                f"to {detect_format(path)} (--format, MODELSERVER_FORMAT, or spec.model.format) or auto"
+            )
+        if fmt == "huggingface":
+            from modelserver.runtime.hf.servable import GenerationLimits, load_hf
+
+            limits = GenerationLimits(
+                n_slots=settings.max_sequences,
+                max_len=settings.max_model_len or None,
+                max_waiting=settings.max_concurrent_requests,
+            )
+            return load_hf(name, version, path, limits)
+        from modelserver.runtime.tensorflow import load_savedmodel  # heavy import, off the IO loop
+
+        return load_savedmodel(name, version, path)
+
+    return load
 
 
-def build_context(settings: Settings, model_path: Path, name: str) -> ServerContext:
+def build_context(settings: Settings, model_path: Path, name: str, workers: WorkerGroup | None = None) -> ServerContext:
+    """Everything one server process needs; ``workers`` when it is one of several (``--workers``)."""
     repository = ModelRepository()
     repository.register(name, model_path, settings.labels())
-    metrics = Metrics()
+    metrics = Metrics(multiprocess=workers is not None)
     return ServerContext(
         settings=settings,
         repository=repository,
         dispatcher=Dispatcher(settings, metrics),
         metrics=metrics,
         api_keys=settings.api_key_set(),
+        workers=workers,
     )
 
 
@@ -150,15 +212,26 @@ def start_draining(ctx: ServerContext) -> None:
     if not ctx.draining:
         ctx.draining = True
         ctx.metrics.ready.set(0)
+        if ctx.workers is not None:
+            ctx.workers.set_ready(False)
         log.info("draining", extra={"in_flight": ctx.in_flight})
 
 
-async def serve(ctx: ServerContext) -> None:
-    """Listen, load the models in the background; on SIGTERM finish in-flight requests and return."""
+async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) -> None:
+    """Listen (or serve on ``sockets`` bound by a parent process), load the models in the background;
+    on SIGTERM finish in-flight requests and return."""
     s = ctx.settings
-    server = tornado.httpserver.HTTPServer(make_app(ctx), max_body_size=HARD_BODY_LIMIT, xheaders=True)
-    server.listen(s.port, s.host)
-    log.info("listening", extra={"host": s.host, "port": s.port, "models": list(ctx.repository.models)})
+    server = tornado.httpserver.HTTPServer(make_app(ctx), max_body_size=HARD_BODY_LIMIT)
+    if sockets is None:
+        server.listen(s.port, s.host)
+    else:
+        server.add_sockets(sockets)
+    where = {"host": s.host, "port": s.port, "models": list(ctx.repository.models)}
+    if ctx.workers is not None:
+        where.update(worker=ctx.workers.index, pid=os.getpid())
+        # the in-flight gauge is a file shared with the other workers: sampled each second, not per request
+        tornado.ioloop.PeriodicCallback(lambda: ctx.metrics.in_flight.set(ctx.in_flight), 1000).start()
+    log.info("listening", extra=where)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -166,14 +239,21 @@ async def serve(ctx: ServerContext) -> None:
     loop.add_signal_handler(signal.SIGUSR1, lambda: start_draining(ctx))
 
     async def load() -> None:
-        await loop.run_in_executor(None, lambda: ctx.repository.load_all(default_loader, warmup=s.warmup))
+        await loop.run_in_executor(None, lambda: ctx.repository.load_all(make_loader(s), warmup=s.warmup))
         # The loaded models (TensorFlow's graphs and functions) are hundreds of thousands of
         # long-lived objects: move them out of the collector's sight so that its full
         # collections, which run every so often under load, do not walk them each time.
+        for entry in ctx.repository.models.values():
+            for vs in entry.versions.values():
+                engine = getattr(vs.servable, "engine", None)
+                if engine is not None:
+                    ctx.metrics.watch_engine(entry.name, engine)
         gc.collect()
         gc.freeze()
-        if ctx.repository.ready:
+        if ctx.repository.ready and not ctx.draining:
             ctx.metrics.ready.set(1)
+            if ctx.workers is not None:
+                ctx.workers.set_ready(True)
             log.info("ready", extra={"url": f"http://{s.host}:{s.port}/"})
 
     loading = asyncio.ensure_future(load())
@@ -185,6 +265,7 @@ async def serve(ctx: ServerContext) -> None:
     server.stop()
     await server.close_all_connections()
     loading.cancel()
+    ctx.repository.close()
     ctx.dispatcher.shutdown()
     log.info("stopped", extra={"unfinished": ctx.in_flight})
 

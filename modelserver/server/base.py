@@ -53,6 +53,8 @@ class BaseHandler(tornado.web.RequestHandler):
         self._counted = True
         self.request_id = self.request.headers.get("X-Request-ID") or new_request_id()
         self.set_header("X-Request-ID", self.request_id)
+        if self.ctx.worker_id:
+            self.set_header("X-Modelserver-Worker", self.ctx.worker_id)
         if self.ctx.draining:
             # Close the connection after this answer ("Connection: close"), so keep-alive clients
             # reconnect, through the Service, to a pod that is not going away.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import os
+import time
 from dataclasses import dataclass, field
 
 from modelserver.dispatch import Dispatcher
@@ -10,6 +12,7 @@ from modelserver.errors import Unauthorized
 from modelserver.metrics import Metrics
 from modelserver.runtime.repository import ModelRepository
 from modelserver.settings import Settings
+from modelserver.workers import WorkerGroup
 
 
 @dataclass
@@ -21,14 +24,24 @@ class ServerContext:
     api_keys: frozenset[str] = field(default_factory=frozenset)
     draining: bool = False
     in_flight: int = 0
+    #: when the server started (seconds since the epoch): the ``created`` of OpenAI model cards
+    started: float = field(default_factory=time.time)
+    #: this worker's siblings when several processes share the port (``--workers``), else None
+    workers: WorkerGroup | None = None
+    #: the ``X-Modelserver-Worker`` header value (this process's id) when there are several workers
+    worker_id: str = ""
 
     def __post_init__(self) -> None:
-        # read when scraped, so requests do not each update a gauge
-        self.metrics.in_flight.set_function(lambda: self.in_flight)
+        if self.workers is not None:
+            self.worker_id = str(os.getpid())
+        if not self.metrics.multiprocess:
+            # read when scraped, so requests do not each update a gauge (several workers: see serve)
+            self.metrics.in_flight.set_function(lambda: self.in_flight)
 
     @property
     def ready(self) -> bool:
-        return self.repository.ready and not self.draining
+        """Models loaded, not draining, and (with several workers) every worker's models loaded."""
+        return self.repository.ready and not self.draining and (self.workers is None or self.workers.all_ready())
 
     def check_key(self, authorization: str | None, api_key: str | None) -> None:
         """Accept ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` when keys are set."""

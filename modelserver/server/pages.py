@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from tornado.httputil import HTTPHeaders
+
 from modelserver import openapi, pages
 from modelserver.errors import NotReady
 from modelserver.server.base import BaseHandler
+
+
+def forwarded_scheme(headers: HTTPHeaders, default: str) -> str:
+    """The scheme a proxy in front says the client used (``X-Forwarded-Proto`` or ``X-Scheme``), else ``default``.
+
+    Read here, for the home page's examples, rather than by tornado's ``xheaders`` on every request.
+    """
+    given = headers.get("X-Scheme", headers.get("X-Forwarded-Proto", default))
+    scheme = given.split(",")[-1].strip().lower()
+    return scheme if scheme in ("http", "https") else default
 
 
 class HomeHandler(BaseHandler):
@@ -19,7 +31,7 @@ class HomeHandler(BaseHandler):
             except NotReady:
                 continue
         versions = {n: list(e.versions) for n, e in repo.models.items()}
-        base = f"{self.request.protocol}://{self.request.host}"
+        base = f"{forwarded_scheme(self.request.headers, self.request.protocol)}://{self.request.host}"
         s = self.ctx.settings
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(
@@ -46,5 +58,7 @@ class MetricsHandler(BaseHandler):
     protocol, endpoint, needs_auth = "other", "metrics", False
 
     async def get(self) -> None:
+        if self.ctx.metrics.multiprocess:
+            self.ctx.metrics.in_flight.set(self.ctx.in_flight)  # this worker's, fresh; the others' are sampled
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.finish(self.ctx.metrics.render())

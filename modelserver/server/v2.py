@@ -71,6 +71,9 @@ class ReadyHandler(BaseHandler):
         if self.ctx.ready:
             return self.write_json({"ready": True})
         reason = "shutting down" if self.ctx.draining else "models are not loaded yet"
+        workers = self.ctx.workers
+        if workers is not None and not self.ctx.draining and self.ctx.repository.ready:
+            reason = f"workers still loading their models: {workers.ready_count} of {workers.size} ready"
         failed = [
             f"{e.name} version {v.version}: {v.error}"
             for e in self.ctx.repository.models.values() for v in e.versions.values() if v.error

@@ -215,11 +215,19 @@ def test_invalid_specs_are_refused_by_the_api_server(k: Cluster):
         (mdep("bad4", {"protocol": "grpc"}), "Unsupported value"),
         (mdep("bad5", {"disruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}}), "exactly one"),
         (mdep("9lives"), "metadata.name must be a DNS label"),
+        (mdep("bad6", {"model": {"format": "onnx"}}), ("spec.model.format: Unsupported value", "tensorflow", "huggingface")),
+        (mdep("bad7", {"generation": {"maxSequences": 4}}), "spec.generation applies to generative models only"),
+        (mdep("bad8", {"model": {"format": "huggingface"}, "generation": {"maxSequences": 0}}),
+         "spec.generation.maxSequences: Invalid value"),
+        (mdep("bad9", {"model": {"format": "huggingface"}, "generation": {"maxModelLen": -1}}),
+         "spec.generation.maxModelLen: Invalid value"),
     ]
     for body, words in cases:
         with pytest.raises(ApiException) as e:
             k.create(body)
-        assert e.value.status == 422 and words in e.value.body, e.value.body
+        assert e.value.status == 422, e.value.body
+        for w in (words,) if isinstance(words, str) else words:
+            assert w in e.value.body, e.value.body
 
 
 def test_defaults_are_filled_in(k: Cluster):
@@ -229,6 +237,19 @@ def test_defaults_are_filled_in(k: Cluster):
     dep = wait_for("deployment", lambda: k.deployment("demo"))
     assert dep.spec.template.spec.containers[0].args == ["serve"]  # the bundled demo
     assert dep.spec.replicas == 1
+
+
+def test_a_huggingface_model_is_accepted_and_configured(k: Cluster):
+    k.create(mdep("llm", {
+        "model": {"uri": "http://model-files/tiny-llama.tar.gz", "format": "huggingface"},
+        "protocol": "openai",
+        "generation": {"maxSequences": 4, "maxModelLen": 128},
+    }))
+    env = wait_for("env", lambda: k.env("llm"))
+    assert env["MODELSERVER_FORMAT"] == "huggingface" and env["MODELSERVER_PROTOCOL"] == "openai"
+    assert env["MODELSERVER_MAX_SEQUENCES"] == "4" and env["MODELSERVER_MAX_MODEL_LEN"] == "128"
+    wait_for("url", lambda: k.get("llm").get("status", {}).get("url") == f"http://llm.{k.ns}.svc.cluster.local/openai/v1")
+    k.delete("llm")
 
 
 def test_autoscaling_and_disruption_budget_come_and_go(k: Cluster):

@@ -2,8 +2,9 @@
 
 Images from the two Dockerfiles, the chart installed with ``helm``, the examples applied with
 ``kubectl``, inference through the Service from the host (port-forward on 127.0.0.1) and from a
-pod inside the cluster (the URL in the resource's status), a rolling update to a new model version
-under a request loop with zero failed requests, and deletion leaving nothing behind.
+pod inside the cluster (the URL in the resource's status), a Hugging Face language model driven
+with the openai SDK, a rolling update to a new model version under a request loop with zero failed
+requests, and deletion leaving nothing behind.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import openai
 import pytest
 import requests
 
-from tests import models
+from tests import hf_models, models
 from tests.incluster import CLIENT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +90,8 @@ def wait_ready(cluster, ns: str, name: str, timeout: int = 420) -> None:
 
 
 def mdep_status(cluster, ns: str, name: str) -> dict:
-    return json.loads(kubectl(cluster, "-n", ns, "get", f"mdep/{name}", "-o", "json").stdout)["status"]
+    """The resource's status; empty until the operator has first written it."""
+    return json.loads(kubectl(cluster, "-n", ns, "get", f"mdep/{name}", "-o", "json").stdout).get("status", {})
 
 
 def run_pod(cluster, ns: str, name: str, args: list[str], timeout: int = 300, wait: bool = True) -> str:
@@ -191,18 +194,27 @@ def _archive(src: Path, dest: Path, top: str) -> Path:
     return dest
 
 
-def test_http_model_and_a_rolling_update_under_load(installed, ns, reference, tmp_path):
+@pytest.fixture(scope="module")
+def model_files(installed, ns, reference, tmp_path_factory):
+    """The model archives the tests fetch over HTTP, in the ConfigMap examples/model-files.yaml serves."""
     cluster = installed
-    demo_path, expected = reference
+    demo_path, _ = reference
+    tmp = tmp_path_factory.mktemp("model-files")
     files = [
-        _archive(demo_path, tmp_path / "iris.tar.gz", "iris"),
-        _archive(models.scaled(tmp_path / "v1" / "1", 1.0), tmp_path / "scaled-v1.tar.gz", "scaled/1"),
-        _archive(models.scaled(tmp_path / "v2" / "2", 2.0), tmp_path / "scaled-v2.tar.gz", "scaled/2"),
-        _archive(models.needs_positive(tmp_path / "broken" / "1"), tmp_path / "broken.tar.gz", "broken/1"),
+        _archive(demo_path, tmp / "iris.tar.gz", "iris"),
+        _archive(models.scaled(tmp / "v1" / "1", 1.0), tmp / "scaled-v1.tar.gz", "scaled/1"),
+        _archive(models.scaled(tmp / "v2" / "2", 2.0), tmp / "scaled-v2.tar.gz", "scaled/2"),
+        _archive(models.needs_positive(tmp / "broken" / "1"), tmp / "broken.tar.gz", "broken/1"),
+        _archive(hf_models.make_tiny_llama(tmp / "tiny-llama"), tmp / "tiny-llama.tar.gz", "tiny-llama"),
     ]
     kubectl(cluster, "-n", ns, "create", "configmap", "model-files", *[f"--from-file={f}" for f in files])
     kubectl(cluster, "-n", ns, "apply", "-f", str(ROOT / "examples" / "model-files.yaml"))
     kubectl(cluster, "-n", ns, "rollout", "status", "deployment/model-files", "--timeout=180s")
+
+
+def test_http_model_and_a_rolling_update_under_load(installed, ns, reference, model_files):
+    cluster = installed
+    _, expected = reference
 
     # The http example as written: fetched by the init container, served over V2 first.
     kubectl(cluster, "-n", ns, "apply", "-f", str(ROOT / "examples" / "iris-http.yaml"))
@@ -234,6 +246,49 @@ def test_http_model_and_a_rolling_update_under_load(installed, ns, reference, tm
     wait_ready(cluster, ns, "scaled")
 
 
+def test_huggingface_model_over_openai_from_host_and_cluster(installed, ns, model_files):
+    """examples/tiny-llm.yaml as written: a Hugging Face Llama fetched over HTTP, driven with the openai SDK."""
+    cluster = installed
+    kubectl(cluster, "-n", ns, "apply", "-f", str(ROOT / "examples" / "tiny-llm.yaml"))
+    wait_ready(cluster, ns, "tiny-llm")
+
+    row = next(line.split() for line in kubectl(cluster, "-n", ns, "get", "mdep").stdout.splitlines()
+               if line.startswith("tiny-llm "))
+    assert row[1:4] == ["True", "1/1", "openai"], row
+    status = mdep_status(cluster, ns, "tiny-llm")
+    assert status["url"] == f"http://tiny-llm.{ns}.svc.cluster.local/openai/v1"
+    # loading and warming the model happened while liveness answered: no restart on the way
+    pods = json.loads(kubectl(cluster, "-n", ns, "get", "pods", "-l", "app.kubernetes.io/instance=tiny-llm",
+                              "-o", "json").stdout)["items"]
+    assert [c["restartCount"] for p in pods for c in p["status"]["containerStatuses"]] == [0], diagnose(cluster, ns)
+
+    prompt = "Once upon a time"
+    with cluster.port_forward(ns, "svc/tiny-llm", 80) as port:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/openai/v1", api_key="x", max_retries=0, timeout=60)
+        assert [m.id for m in client.models.list()] == ["tiny-llm"]
+
+        chat = client.chat.completions.create(
+            model="tiny-llm", messages=[{"role": "user", "content": "Tell me a story about the sea."}],
+            max_tokens=12, temperature=0,
+        )
+        (choice,) = chat.choices
+        assert choice.message.role == "assistant" and choice.message.content
+        assert choice.finish_reason in ("stop", "length")
+        assert chat.usage is not None and chat.usage.prompt_tokens > 0 and 0 < chat.usage.completion_tokens <= 12
+        assert chat.usage.total_tokens == chat.usage.prompt_tokens + chat.usage.completion_tokens
+
+        whole = client.completions.create(model="tiny-llm", prompt=prompt, max_tokens=12, temperature=0)
+        assert whole.choices[0].text and whole.choices[0].finish_reason in ("stop", "length")
+        chunks = list(client.completions.create(model="tiny-llm", prompt=prompt, max_tokens=12, temperature=0, stream=True))
+        assert len(chunks) > 1
+        assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
+
+    body = {"model": "tiny-llm", "prompt": prompt, "max_tokens": 12, "temperature": 0}
+    out = run_pod(cluster, ns, "llm-client", ["-c", CLIENT, status["url"] + "/completions", json.dumps(body)])
+    answer = json.loads(out.strip().splitlines()[-1])
+    assert answer["object"] == "text_completion" and answer["choices"][0]["text"] == whole.choices[0].text
+
+
 def wait_reason(cluster, ns: str, name: str, reason: str, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -245,7 +300,7 @@ def wait_reason(cluster, ns: str, name: str, reason: str, timeout: float = 300) 
     raise AssertionError(f"{name} never reported {reason}:\n{diagnose(cluster, ns)}")
 
 
-def test_status_says_why_a_model_is_not_ready(installed, ns):
+def test_status_says_why_a_model_is_not_ready(installed, ns, model_files):
     cluster = installed
     for name, spec in (
         ("no-image", {"image": "modeldeploy/no-such-image:1", "replicas": 1}),
@@ -253,18 +308,20 @@ def test_status_says_why_a_model_is_not_ready(installed, ns):
     ):
         body = {"apiVersion": "modeldeploy.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name}, "spec": spec}
         kubectl(cluster, "-n", ns, "apply", "-f", "-", input=json.dumps(body))
-    pull = wait_reason(cluster, ns, "no-image", "ImagePullFailed")
-    assert pull["status"] == "False" and "no-such-image" in pull["message"]
-    broken = wait_reason(cluster, ns, "broken", "ModelLoadFailed")
-    assert "x must be > 0" in broken["message"]
-    for name in ("no-image", "broken"):
-        kubectl(cluster, "-n", ns, "delete", f"mdep/{name}", "--wait=false")
+    try:
+        pull = wait_reason(cluster, ns, "no-image", "ImagePullFailed")
+        assert pull["status"] == "False" and "no-such-image" in pull["message"]
+        broken = wait_reason(cluster, ns, "broken", "ModelLoadFailed")
+        assert "x must be > 0" in broken["message"]
+    finally:
+        for name in ("no-image", "broken"):
+            kubectl(cluster, "-n", ns, "delete", f"mdep/{name}", "--wait=false")
 
 
 def test_delete_leaves_nothing(installed, ns):
     cluster = installed
-    for name in ("iris", "iris-http", "scaled"):
-        kubectl(cluster, "-n", ns, "delete", f"mdep/{name}", "--wait=true", "--timeout=120s")
+    assert kubectl(cluster, "-n", ns, "get", "mdep", "-o", "name").stdout.split(), "nothing to delete"
+    kubectl(cluster, "-n", ns, "delete", "mdep", "--all", "--wait=true", "--timeout=120s")
     selector = "app.kubernetes.io/managed-by=modeldeploy"
     deadline = time.monotonic() + 180
     while True:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests import models
+from tests import hf_models, models
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,3 +116,16 @@ def multi(start_server, model_dir: Path) -> tuple[Server, Path]:
 @pytest.fixture(scope="session")
 def versioned(start_server, model_dir: Path) -> Server:
     return start_server(models.versioned(model_dir / "scaled"), "--version-labels", "stable=1,canary=2")
+
+
+@pytest.fixture(scope="session")
+def llm(start_server, model_dir: Path) -> tuple[Server, Path]:
+    """The tiny Llama made by the tests, served over the OpenAI protocol as ``my-llm``."""
+    path = hf_models.make_tiny_llama(model_dir / "tiny-llama")
+    return start_server(path, "--name", "my-llm", "--protocol", "openai", "--max-sequences", "4"), path
+
+
+@pytest.fixture(scope="session")
+def minilm(start_server) -> Server:
+    """The real all-MiniLM-L6-v2 (shipped in a PyPI package), served over the OpenAI protocol as ``minilm``."""
+    return start_server(hf_models.minilm_dir(), "--name", "minilm", "--protocol", "openai")

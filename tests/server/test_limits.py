@@ -118,6 +118,9 @@ def test_home_page_and_openapi(iris):
     home = requests.get(iris.url("/"), timeout=10)
     assert home.status_code == 200 and "text/html" in home.headers["Content-Type"]
     assert "features" in home.text and "/v1/models/iris:predict" in home.text and "/v2/models/iris/infer" in home.text
+    assert f"http://{iris.address}/v1/models/iris:predict" in home.text
+    proxied = requests.get(iris.url("/"), headers={"X-Forwarded-Proto": "https"}, timeout=10).text
+    assert f"https://{iris.address}/v1/models/iris:predict" in proxied  # the examples use the client's scheme
     spec = requests.get(iris.url("/openapi.json"), timeout=10).json()
     assert spec["openapi"].startswith("3.")
     assert "/v1/models/{model}:predict" in spec["paths"] and "/v2/models/{model}/infer" in spec["paths"]

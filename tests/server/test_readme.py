@@ -1,7 +1,10 @@
-"""The README's examples, run as written against the demo model, so the front door stays true.
+"""The README's examples, run as written, so the front door stays true.
 
-Every ``curl -s localhost:8080`` line in a ``sh`` block runs through bash (the port swapped for the
-test server's); where the next line is a ``# {...}`` comment, the answer must match it.
+Every ``curl -s localhost:PORT`` line in a ``sh`` block runs through bash against a test server
+(the port swapped for its): 8080 is the demo model, 8000 the OpenAI-style LLM (the tests' tiny
+Llama, served as ``my-llm``) and 8001 the real all-MiniLM-L6-v2 embedder. Where the next line is a
+``# {...}`` comment, the answer must match it. ``curl -sN`` lines are streams and must end in
+``data: [DONE]``. The Python blocks run too.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def _curl_examples() -> list[tuple[str, str | None]]:
     for block in _blocks("sh"):
         lines = block.splitlines()
         for i, line in enumerate(lines):
-            if line.startswith("curl -s localhost:8080"):
+            if re.match(r"curl -sN? localhost:80(80|00|01)", line):
                 nxt = lines[i + 1] if i + 1 < len(lines) else ""
                 out.append((line, nxt[2:] if nxt.startswith("# {") else None))
     return out
@@ -49,16 +52,40 @@ def test_readme_has_examples():
     assert len(EXAMPLES) >= 15
 
 
+@pytest.fixture(scope="module")
+def servers(request):
+    """README port -> test server address, started only when an example needs it."""
+    return {
+        "8080": lambda: request.getfixturevalue("iris").address,
+        "8000": lambda: request.getfixturevalue("llm")[0].address,
+        "8001": lambda: request.getfixturevalue("minilm").address,
+    }
+
+
 @pytest.mark.parametrize("command,documented", EXAMPLES, ids=[str(i) for i in range(len(EXAMPLES))])
-def test_curl_example(iris, command, documented):
-    cmd = command.replace("localhost:8080", iris.address)
+def test_curl_example(servers, command, documented):
+    port = re.search(r"localhost:(\d+)", command).group(1)
+    cmd = command.replace(f"localhost:{port}", servers[port]())
     done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    if command.startswith("curl -sN"):
+        events = done.stdout.strip().split("\n\n")
+        assert events[-1] == "data: [DONE]" and all(e.startswith("data: ") for e in events), done.stdout
+        assert "error" not in json.loads(events[0][6:]), events[0]
+        return
     body = json.loads(done.stdout)
     if documented is not None:
         assert _close(body, json.loads(documented)), f"{done.stdout}\n!=\n{documented}"
     else:
         assert "error" not in body, body
+
+
+def test_openai_python_example(llm, minilm):
+    (code,) = [b for b in _blocks("python") if "from openai import OpenAI" in b]
+    code = code.replace("localhost:8000", llm[0].address).replace("localhost:8001", minilm.address)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "384"
 
 
 def test_python_example(iris):

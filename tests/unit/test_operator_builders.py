@@ -123,6 +123,58 @@ def test_settings_become_server_environment():
     assert secret["secret"] == {"secretName": "keys", "items": [{"key": "api-keys", "path": "keys"}]}
 
 
+def test_format_defaults_to_tensorflow_without_generation_settings():
+    assert parse("iris", "ml", {}).format == "tensorflow"
+    e = env(build({})["Deployment"])
+    assert e["MODELSERVER_FORMAT"] == "tensorflow"
+    assert "MODELSERVER_MAX_SEQUENCES" not in e and "MODELSERVER_MAX_MODEL_LEN" not in e
+
+
+def test_huggingface_model_with_generation_settings():
+    spec = {
+        "model": {"uri": "http://model-files/tiny-llama.tar.gz", "format": "huggingface"},
+        "protocol": "openai",
+        "generation": {"maxSequences": 4, "maxModelLen": 128},
+    }
+    s = parse("tiny-llm", "ml", spec)
+    assert s.format == "huggingface" and s.generation == {"maxSequences": 4, "maxModelLen": 128}
+    dep = build(spec, name="tiny-llm")["Deployment"]
+    e = env(dep)
+    assert e["MODELSERVER_FORMAT"] == "huggingface" and e["MODELSERVER_PROTOCOL"] == "openai"
+    assert e["MODELSERVER_MAX_SEQUENCES"] == "4" and e["MODELSERVER_MAX_MODEL_LEN"] == "128"
+    assert e["MODELSERVER_NAME"] == "tiny-llm"
+    assert container(dep)["args"] == ["serve", "/models/tiny-llm"]
+    (fetch,) = dep["spec"]["template"]["spec"]["initContainers"]
+    assert fetch["args"] == ["fetch", "http://model-files/tiny-llama.tar.gz", "/models/tiny-llm"]
+    assert builders.url(s) == "http://tiny-llm.ml.svc.cluster.local/openai/v1"
+
+
+@pytest.mark.parametrize("generation,present,absent", [
+    ({"maxSequences": 1}, {"MODELSERVER_MAX_SEQUENCES": "1"}, "MODELSERVER_MAX_MODEL_LEN"),
+    ({"maxModelLen": 0}, {"MODELSERVER_MAX_MODEL_LEN": "0"}, "MODELSERVER_MAX_SEQUENCES"),
+    ({}, {}, "MODELSERVER_MAX_SEQUENCES"),
+])
+def test_generation_settings_only_when_set(generation, present, absent):
+    e = env(build({"model": {"format": "huggingface"}, "generation": generation})["Deployment"])
+    assert {k: e[k] for k in present} == present and absent not in e
+
+
+def test_a_slow_loading_model_is_waited_for_not_restarted():
+    """Loading and warming a generative model takes long: only readiness waits for it.
+
+    The server answers liveness as soon as it listens, before the model loads, so no startup
+    probe or initial delay is needed; a startup probe on readiness would restart slow loads and
+    hide a load failure's message behind a crash loop.
+    """
+    for fmt in ("tensorflow", "huggingface"):
+        c = container(build({"model": {"format": fmt}})["Deployment"])
+        assert "startupProbe" not in c
+        assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        live = c["livenessProbe"]
+        assert live["periodSeconds"] * live["failureThreshold"] >= 60
+
+
 def test_replicas_hpa_and_pdb_only_when_asked():
     fixed = build({"replicas": 3})
     assert fixed["Deployment"]["spec"]["replicas"] == 3 and fixed["HorizontalPodAutoscaler"] is None
@@ -143,7 +195,13 @@ def test_replicas_hpa_and_pdb_only_when_asked():
         ({"autoscaling": {"minReplicas": 4, "maxReplicas": 3}}, ["minReplicas"]),
         ({"disruptionBudget": {}}, ["exactly one"]),
         ({"model": {"uri": "s3://bucket/m"}}, ["pvc://", "http"]),
-        ({"model": {"format": "onnx"}}, ["onnx", "tensorflow"]),
+        ({"model": {"format": "onnx"}}, ["onnx", "tensorflow", "huggingface"]),
+        ({"generation": {"maxSequences": 8}}, ["spec.generation", "huggingface"]),
+        ({"model": {"format": "huggingface"}, "generation": {"maxSequences": 0}}, ["maxSequences", "1 to 256"]),
+        ({"model": {"format": "huggingface"}, "generation": {"maxSequences": 257}}, ["maxSequences", "1 to 256"]),
+        ({"model": {"format": "huggingface"}, "generation": {"maxModelLen": -1}}, ["maxModelLen", "at least 0"]),
+        ({"model": {"format": "huggingface"}, "generation": {"maxModelLen": "long"}}, ["maxModelLen", "integer"]),
+        ({"model": {"format": "huggingface"}, "generation": 8}, ["spec.generation", "object"]),
         ({"protocol": "grpc"}, ["protocol", "grpc"]),
         ({"model": "iris"}, ["spec.model", "object"]),
     ],

@@ -1,0 +1,403 @@
+"""OpenAI-style bodies: requests for completions, chat completions and embeddings checked into typed
+objects, and the response, stream-chunk and logprobs bodies built from generated tokens.
+
+Pure functions: no model, no IO. Every refusal is an ``InvalidInput`` naming the field (``param``)
+and saying what was expected and what came, for the OpenAI error envelope.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelserver.errors import InvalidInput
+from modelserver.runtime.hf.sampling import SamplingParams
+
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
+MAX_STOP = 4
+MAX_LOGPROBS = 20
+#: the legacy completions API's default when max_tokens is not given
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+#: fields we do not implement: refused when set to anything but their neutral value
+UNSUPPORTED = {
+    "frequency_penalty": 0, "presence_penalty": 0, "logit_bias": None, "tools": None, "functions": None,
+    "best_of": 1, "suffix": None,
+}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{os.urandom(12).hex()}"
+
+
+# -- field checks -------------------------------------------------------------------------------
+def _obj(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidInput(f"expected a JSON object as the request body, got {_kind(body)}")
+    return body
+
+
+def _int(body: dict[str, Any], name: str, default: int | None, lo: int, hi: int | None = None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{name}: expected an integer, got {_kind(value)} {value!r}", param=name)
+    if value < lo or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise InvalidInput(f"{name}: expected an integer {bound}, got {value}", param=name)
+    return value
+
+
+def _num(body: dict[str, Any], name: str, default: float, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput(f"{name}: expected a number, got {_kind(value)} {value!r}", param=name)
+    if value > hi or value < lo or (lo_open and value <= lo):
+        low = f"more than {lo:g}" if lo_open else f"{lo:g}"
+        raise InvalidInput(f"{name}: expected a number from {low} to {hi:g}, got {value}", param=name)
+    return float(value)
+
+
+def _bool(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name}: expected true or false, got {_kind(value)} {value!r}", param=name)
+    return value
+
+
+def _model(body: dict[str, Any]) -> str | None:
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidInput(f"model: expected a model name (a string), got {_kind(model)}", param="model")
+    return model
+
+
+def _stop(body: dict[str, Any]) -> tuple[str, ...]:
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    items = [stop] if isinstance(stop, str) else stop
+    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+        raise InvalidInput(f"stop: expected a string or an array of strings, got {_kind(stop)}", param="stop")
+    if len(items) > MAX_STOP:
+        raise InvalidInput(f"stop: expected at most {MAX_STOP} sequences, got {len(items)}", param="stop")
+    if any(s == "" for s in items):
+        raise InvalidInput("stop: expected non-empty strings, got an empty one", param="stop")
+    return tuple(items)
+
+
+def _unsupported(body: dict[str, Any]) -> None:
+    for name, neutral in UNSUPPORTED.items():
+        value = body.get(name)
+        if value is not None and value != neutral and value != [] and value != {}:
+            raise InvalidInput(f"{name} is not supported by this server (got {value!r})", param=name)
+
+
+def _stream(body: dict[str, Any]) -> tuple[bool, bool]:
+    stream = _bool(body, "stream")
+    options = body.get("stream_options")
+    if options is None:
+        return stream, False
+    if not stream:
+        raise InvalidInput("stream_options: only allowed when stream is true", param="stream_options")
+    if not isinstance(options, dict):
+        raise InvalidInput(f"stream_options: expected an object, got {_kind(options)}", param="stream_options")
+    return stream, _bool(options, "include_usage")
+
+
+@dataclass
+class Generation:
+    """What both generation endpoints share once checked."""
+
+    model: str | None
+    params: SamplingParams
+    n: int
+    seed: int | None
+    stream: bool
+    include_usage: bool
+    #: max_tokens as the client gave it (None: up to the context length, or the endpoint default)
+    max_tokens: int | None
+    top_logprobs: int | None = None
+
+
+def _generation(body: dict[str, Any], *, max_n: int, logprobs: int | None, prompt_logprobs: bool,
+                max_tokens: int | None) -> Generation:
+    _unsupported(body)
+    n = _int(body, "n", 1, 1)
+    assert n is not None
+    if n > max_n:
+        raise InvalidInput(f"n: at most {max_n} choices per request on this server, got {n}", param="n")
+    stream, include_usage = _stream(body)
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise InvalidInput(f"seed: expected an integer, got {_kind(seed)} {seed!r}", param="seed")
+    params = SamplingParams(
+        max_tokens=max_tokens or 1,
+        temperature=_num(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=_num(body, "top_p", 1.0, 0.0, 1.0, lo_open=True),
+        stop=_stop(body),
+        logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
+    )
+    return Generation(_model(body), params, n, seed, stream, include_usage, max_tokens)
+
+
+# -- completions ----------------------------------------------------------------------------------
+@dataclass
+class CompletionRequest:
+    gen: Generation
+    #: each prompt as text or token ids; each gets ``n`` choices
+    prompts: list[str | list[int]]
+    echo: bool
+
+
+def _prompts(body: dict[str, Any]) -> list[str | list[int]]:
+    if "prompt" not in body or body["prompt"] is None:
+        raise InvalidInput("prompt: required (a string, an array of strings, or token ids)", param="prompt")
+    p = body["prompt"]
+    if isinstance(p, str):
+        return [p]
+    if isinstance(p, list) and p:
+        if all(isinstance(x, str) for x in p):
+            return list(p)
+        if all(isinstance(x, int) and not isinstance(x, bool) for x in p):
+            return [list(p)]
+        if all(isinstance(x, list) and x and all(isinstance(t, int) and not isinstance(t, bool) for t in x) for x in p):
+            return [list(x) for x in p]
+    raise InvalidInput(
+        f"prompt: expected a string, an array of strings, an array of token ids or an array of such "
+        f"arrays, got {_kind(p)}" + (" (empty)" if p == [] else ""),
+        param="prompt",
+    )
+
+
+def parse_completion(body: Any, *, max_n: int) -> CompletionRequest:
+    b = _obj(body)
+    prompts = _prompts(b)
+    logprobs = _int(b, "logprobs", None, 0, MAX_LOGPROBS)
+    echo = _bool(b, "echo")
+    max_tokens = _int(b, "max_tokens", COMPLETIONS_DEFAULT_MAX_TOKENS, 1)
+    gen = _generation(b, max_n=max_n, logprobs=logprobs, prompt_logprobs=echo and logprobs is not None,
+                      max_tokens=max_tokens)
+    return CompletionRequest(gen, prompts, echo)
+
+
+# -- chat -------------------------------------------------------------------------------------------
+@dataclass
+class ChatRequest:
+    gen: Generation
+    messages: list[dict[str, Any]]
+    logprobs: bool
+    add_generation_prompt: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _content(value: Any, where: str) -> str:
+    """Message content as text: a string, or an array of text parts."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = []
+        for j, part in enumerate(value):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, dict) else _kind(part)
+                raise InvalidInput(
+                    f"{where}.content[{j}]: expected a text part {{\"type\": \"text\", \"text\": ...}}, got {kind!r}"
+                    " (this model reads text only)",
+                    param=f"{where}.content",
+                )
+            texts.append(part["text"])
+        return "".join(texts)
+    raise InvalidInput(f"{where}.content: expected a string or an array of text parts, got {_kind(value)}",
+                       param=f"{where}.content")
+
+
+def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    msgs = body.get("messages")
+    if msgs is None:
+        raise InvalidInput("messages: required (an array of {\"role\", \"content\"} objects)", param="messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise InvalidInput(f"messages: expected a non-empty array, got {_kind(msgs)}"
+                           + (" (empty)" if msgs == [] else ""), param="messages")
+    out = []
+    for i, m in enumerate(msgs):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise InvalidInput(f"{where}: expected an object with role and content, got {_kind(m)}", param=where)
+        role = m.get("role")
+        if role not in CHAT_ROLES:
+            raise InvalidInput(f"{where}.role: expected one of {', '.join(CHAT_ROLES)}, got {role!r}",
+                               param=f"{where}.role")
+        content = m.get("content")
+        if content is None and role != "assistant":
+            raise InvalidInput(f"{where}.content: required for role {role!r}", param=f"{where}.content")
+        msg = dict(m)
+        msg["content"] = "" if content is None else _content(content, where)
+        if role == "developer":  # OpenAI's newer name for system instructions
+            msg["role"] = "system"
+        out.append(msg)
+    return out
+
+
+def parse_chat(body: Any, *, max_n: int) -> ChatRequest:
+    b = _obj(body)
+    messages = _messages(b)
+    logprobs = _bool(b, "logprobs")
+    top = _int(b, "top_logprobs", None, 0, MAX_LOGPROBS)
+    if top is not None and not logprobs:
+        raise InvalidInput("top_logprobs: only allowed when logprobs is true", param="top_logprobs")
+    max_tokens = _int(b, "max_completion_tokens", None, 1)
+    if max_tokens is None:
+        max_tokens = _int(b, "max_tokens", None, 1)
+    gen = _generation(b, max_n=max_n, logprobs=(top or 0) if logprobs else None, prompt_logprobs=False,
+                      max_tokens=max_tokens)
+    gen.top_logprobs = top
+    return ChatRequest(gen, messages, logprobs)
+
+
+# -- embeddings ----------------------------------------------------------------------------------
+ENCODING_FORMATS = ("float", "base64")
+
+
+@dataclass
+class EmbeddingRequest:
+    model: str | None
+    inputs: list[str | list[int]]
+    encoding_format: str
+    dimensions: int | None
+
+
+def parse_embeddings(body: Any) -> EmbeddingRequest:
+    b = _obj(body)
+    raw = b.get("input")
+    if raw is None:
+        raise InvalidInput("input: required (a string, an array of strings, or token ids)", param="input")
+    inputs: list[str | list[int]] | None = None
+    if isinstance(raw, str):
+        inputs = [raw]
+    elif isinstance(raw, list) and raw:
+        if all(isinstance(x, str) for x in raw):
+            inputs = list(raw)
+        elif all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
+            inputs = [list(raw)]
+        elif all(isinstance(x, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in x) for x in raw):
+            inputs = [list(x) for x in raw]
+    if inputs is None:
+        raise InvalidInput(
+            "input: expected a string, an array of strings, an array of token ids or an array of such arrays, "
+            f"got {_kind(raw)}" + (" (empty)" if raw == [] else ""),
+            param="input",
+        )
+    fmt = b.get("encoding_format") or "float"
+    if fmt not in ENCODING_FORMATS:
+        raise InvalidInput(f"encoding_format: expected float or base64, got {fmt!r}", param="encoding_format")
+    dims = _int(b, "dimensions", None, 1)
+    return EmbeddingRequest(_model(b), inputs, fmt, dims)
+
+
+def embedding_item(index: int, vector: np.ndarray, encoding_format: str) -> dict[str, Any]:
+    data: Any = (
+        base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+        if encoding_format == "base64" else np.asarray(vector, dtype=np.float32)  # float32 digits in the JSON
+    )
+    return {"object": "embedding", "index": index, "embedding": data}
+
+
+def embeddings_response(model: str, vectors: np.ndarray, fmt: str, prompt_tokens: int) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [embedding_item(i, v, fmt) for i, v in enumerate(vectors)],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
+
+
+# -- responses --------------------------------------------------------------------------------------
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def models_list(names: list[str], created: int, owner: str = "modeldeploy") -> dict[str, Any]:
+    return {"object": "list", "data": [model_card(n, created, owner) for n in names]}
+
+
+def model_card(name: str, created: int, owner: str = "modeldeploy") -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": owner}
+
+
+def now() -> int:
+    return int(time.time())
+
+
+# -- logprobs -----------------------------------------------------------------------------------------
+@dataclass
+class TokenLogprob:
+    """One token's logprob entry: its text, logprob and the top alternatives (text, logprob)."""
+
+    text: str
+    logprob: float | None
+    top: list[tuple[str, float]] | None
+
+
+def completion_logprobs(entries: list[TokenLogprob], start_offset: int = 0) -> dict[str, Any]:
+    """The legacy completions ``logprobs`` object (text offsets count from ``start_offset``)."""
+    offsets, pos = [], start_offset
+    for e in entries:
+        offsets.append(pos)
+        pos += len(e.text)
+    return {
+        "tokens": [e.text for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [None if e.top is None else dict(e.top) for e in entries],
+        "text_offset": offsets,
+    }
+
+
+def chat_logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:
+    """The chat ``logprobs`` object: ``{"content": [{token, logprob, bytes, top_logprobs}], "refusal": null}``."""
+    return {
+        "content": [
+            {
+                "token": e.text,
+                "logprob": e.logprob,
+                "bytes": list(e.text.encode("utf-8")),
+                "top_logprobs": [
+                    {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))} for t, lp in (e.top or [])
+                ],
+            }
+            for e in entries
+        ],
+        "refusal": None,
+    }
+
+
+def context_error(max_len: int, prompt_tokens: int, max_tokens: int | None, param: str) -> InvalidInput:
+    asked = f"{prompt_tokens} in the {'messages' if param == 'messages' else 'prompt'}"
+    total = prompt_tokens + (max_tokens or 0)
+    detail = f"{total} tokens ({asked}, {max_tokens} for the completion)" if max_tokens else f"{prompt_tokens} tokens ({asked})"
+    return InvalidInput(
+        f"This model's maximum context length is {max_len} tokens. However, you requested {detail}. "
+        f"Please reduce the length of the {'messages' if param == 'messages' else 'prompt'} or completion.",
+        param=param,
+        code="context_length_exceeded",
+    )

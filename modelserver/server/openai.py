@@ -1,0 +1,414 @@
+"""OpenAI-style handlers: completions, chat completions (both streamable), embeddings and models.
+
+Bodies are checked by ``codecs.openai``; generation runs on the model's engine thread and its
+events come back to the IO loop through an ``asyncio.Queue``. Streaming answers are Server-Sent
+Events ending in ``data: [DONE]``; a client that goes away cancels its generation. Errors use the
+OpenAI envelope ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from tornado.iostream import StreamClosedError
+
+from modelserver.codecs import jsonio
+from modelserver.codecs import openai as codec
+from modelserver.codecs.openai import TokenLogprob
+from modelserver.errors import InvalidInput, ModelServerError, NotFound
+from modelserver.runtime.hf.engine import Event, Request
+from modelserver.runtime.hf.sampling import SamplingParams
+from modelserver.runtime.hf.servable import EMBED_SIGNATURE, Embedder, Generator
+from modelserver.server.base import BaseHandler
+from modelserver.server.context import ServerContext
+from modelserver.server.inference import InferenceHandler
+
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+               405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+
+
+class ClientGone(Exception):
+    """The client closed its connection: nobody is left to answer."""
+
+
+class OpenAIBase(InferenceHandler):
+    protocol = "openai"
+
+    def error_body(self, status: int, message: str, exc: BaseException | None) -> dict[str, Any]:
+        if isinstance(exc, ModelServerError):
+            return exc.openai_body()
+        return {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": None,
+                          "code": None}}
+
+    def model_named(self, name: str | None) -> Any:
+        repo = self.ctx.repository
+        served = repo.default_name
+        if name is not None and name != served:
+            raise NotFound(
+                f"The model `{name}` does not exist: this server serves `{served}`", param="model",
+                code="model_not_found",
+            )
+        return self.servable(served)
+
+
+@dataclass
+class Choice:
+    """One choice as it accumulates: text, logprob entries, token count and finish reason."""
+
+    text: str = ""
+    tokens: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None
+    last_at: float = 0.0
+
+
+class GenerationHandler(OpenAIBase):
+    """What completions and chat share: tokens in, events out, streamed or gathered."""
+
+    object_name = "text_completion"
+    id_prefix = "cmpl"
+
+    def initialize(self, ctx: ServerContext) -> None:
+        super().initialize(ctx)
+        self.requests: list[tuple[Generator, Request]] = []
+        self.queue: asyncio.Queue[tuple[int, Event | None]] | None = None
+
+    def on_connection_close(self) -> None:
+        """The client went away: stop its generation and wake the handler waiting for tokens."""
+        self.cancel_all()
+        if self.queue is not None:
+            self.queue.put_nowait((-1, None))
+
+    def on_finish(self) -> None:
+        self.cancel_all()
+        super().on_finish()
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, (ClientGone, StreamClosedError)):  # nobody to answer: just account for it
+            if not self._finished:
+                self.set_status(499, "Client Closed Request")
+                self.finish()
+            return
+        super()._handle_request_exception(e)
+
+    def cancel_all(self) -> None:
+        for gen, req in self.requests:
+            gen.engine.cancel(req)
+
+    def generator(self, name: str | None) -> Generator:
+        servable = self.model_named(name)
+        if not isinstance(servable, Generator):
+            raise InvalidInput(
+                f"model {servable.name!r} is not a text-generation model: use /v1/embeddings", param="model"
+            )
+        return servable
+
+    def prompt_ids(self, gen: Generator, prompt: str | list[int], param: str) -> list[int]:
+        if isinstance(prompt, str):
+            ids = gen.codec.encode(prompt)
+        else:
+            bad = next((t for t in prompt if t < 0 or t >= gen.codec.vocab_size), None)
+            if bad is not None:
+                raise InvalidInput(f"{param}: token id {bad} is outside the vocabulary (0..{gen.codec.vocab_size - 1})",
+                                   param=param)
+            ids = list(prompt)
+        if not ids:
+            raise InvalidInput(f"{param}: the prompt is empty: expected at least one token", param=param)
+        return ids
+
+    def fit(self, gen: Generator, ids: list[int], req: codec.Generation, param: str) -> SamplingParams:
+        """The request's sampling params with max_tokens settled against the context length."""
+        room = gen.max_len - len(ids)
+        if room < 1 or (req.max_tokens is not None and req.max_tokens > room):
+            raise codec.context_error(gen.max_len, len(ids), req.max_tokens, param)
+        return replace(req.params, max_tokens=req.max_tokens if req.max_tokens is not None else room)
+
+    def start(self, gen: Generator, prompts: list[list[int]], params: list[SamplingParams], req: codec.Generation
+              ) -> asyncio.Queue[tuple[int, Event | None]]:
+        if len(prompts) * req.n > self.ctx.settings.max_concurrent_requests:
+            raise InvalidInput(
+                f"prompt: {len(prompts)} prompts x n={req.n} is more than the "
+                f"{self.ctx.settings.max_concurrent_requests} generations this server queues", param="prompt",
+            )
+        queue: asyncio.Queue[tuple[int, Event | None]] = asyncio.Queue()
+        self.queue = queue
+        loop = asyncio.get_running_loop()
+        for p, (ids, sp) in enumerate(zip(prompts, params)):
+            def emit(event: Event, p: int = p) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, (p, event))
+
+            self.requests.append((gen, gen.engine.submit(ids, sp, n=req.n, seed=req.seed, emit=emit)))
+        self.started_at = time.monotonic()
+        self.first_token = True
+        return queue
+
+    def observe(self, gen: Generator, choice: Choice, event: Event) -> None:
+        now = time.monotonic()
+        m = self.ctx.metrics
+        if self.first_token:
+            self.first_token = False
+            m.ttft.labels(gen.name).observe(now - self.started_at)
+        elif choice.last_at:
+            m.itl.labels(gen.name).observe(now - choice.last_at)
+        choice.last_at = now
+
+    def entry(self, gen: Generator, event: Event) -> TokenLogprob | None:
+        if event.logprob is None or event.token is None or event.token in gen.eos:
+            return None
+        text = gen.codec.token_text
+        return TokenLogprob(text(event.token), event.logprob, [(text(t), lp) for t, lp in event.top or []])
+
+    async def events(self, queue: asyncio.Queue[tuple[int, Event | None]], n: int, total: int
+                     ) -> AsyncIterator[tuple[int, Event]]:
+        """(choice index, event) until every choice has finished; ``ClientGone`` if the client left."""
+        finished = 0
+        while finished < total:
+            p, event = await queue.get()
+            if event is None:
+                raise ClientGone()
+            if event.error is not None:
+                self.cancel_all()
+                raise event.error
+            if event.finish_reason is not None:
+                finished += 1
+            yield p * n + event.index, event
+
+    def count_tokens(self, gen: Generator, prompt_tokens: int, choices: list[Choice]) -> dict[str, int]:
+        completion = sum(c.tokens for c in choices)
+        m = self.ctx.metrics
+        m.tokens.labels(gen.name, "prompt").inc(prompt_tokens)
+        m.tokens.labels(gen.name, "completion").inc(completion)
+        return codec.usage(prompt_tokens, completion)
+
+    # -- SSE ----------------------------------------------------------------------------------
+    def start_stream(self) -> None:
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+
+    async def send(self, obj: Any) -> None:
+        self.write(b"data: " + jsonio.dumps(obj) + b"\n\n")
+        await self.flush()
+
+    async def stream_error(self, err: Exception) -> None:
+        body = err.openai_body() if isinstance(err, ModelServerError) else {
+            "error": {"message": "internal server error", "type": "server_error", "param": None, "code": None}}
+        await self.send(body)
+
+
+class CompletionsHandler(GenerationHandler):
+    """``POST /v1/completions`` (also ``/openai/v1/completions`` and ``/completions``)."""
+
+    endpoint = "completions"
+
+    async def handle_post(self, **_: str) -> None:
+        req = codec.parse_completion(self.json_body(), max_n=self.ctx.settings.max_sequences)
+        gen = self.generator(req.gen.model)
+        prompts = [self.prompt_ids(gen, p, "prompt") for p in req.prompts]
+        params = [self.fit(gen, ids, req.gen, "prompt") for ids in prompts]
+        queue = self.start(gen, prompts, params, req.gen)
+        n, total = req.gen.n, req.gen.n * len(prompts)
+        choices = [Choice() for _ in range(total)]
+        ident, created = codec.new_id("cmpl"), codec.now()
+        echo_text = [gen.codec.decode(ids) if req.echo else "" for ids in prompts]
+        prompt_tokens = sum(len(ids) for ids in prompts)
+
+        def chunk(index: int, text: str, lp: dict[str, Any] | None, finish: str | None) -> dict[str, Any]:
+            body: dict[str, Any] = {
+                "id": ident, "object": "text_completion", "created": created, "model": gen.name,
+                "choices": [{"index": index, "text": text, "logprobs": lp, "finish_reason": finish}],
+            }
+            if req.gen.include_usage:
+                body["usage"] = None
+            return body
+
+        if req.gen.stream:
+            self.start_stream()
+        try:
+            async for index, event in self.events(queue, n, total):
+                c = choices[index]
+                self.observe(gen, c, event)
+                c.tokens += 1
+                prefix, pre_lp = "", []
+                if event.prompt_logprobs is not None or (req.echo and c.tokens == 1):
+                    prefix = echo_text[index // n]
+                    if event.prompt_logprobs is not None:
+                        ids = prompts[index // n]
+                        text = gen.codec.token_text
+                        pre_lp = [
+                            TokenLogprob(text(t), lp, None if lp is None else [(text(a), b) for a, b in top])
+                            for t, (lp, top) in zip(ids, event.prompt_logprobs)
+                        ]
+                e = self.entry(gen, event)
+                new_lp = pre_lp + ([e] if e else [])
+                start = len(c.text)
+                c.text += prefix + event.text
+                c.logprobs += new_lp
+                c.finish_reason = event.finish_reason
+                if req.gen.stream and (prefix or event.text or event.finish_reason or new_lp):
+                    lp = codec.completion_logprobs(new_lp, start) if req.gen.params.logprobs is not None else None
+                    await self.send(chunk(index, prefix + event.text, lp, event.finish_reason))
+        except (ClientGone, StreamClosedError):
+            raise
+        except Exception as e:
+            if not req.gen.stream:
+                raise
+            await self.stream_error(e)
+            await self.finish_stream()
+            return
+        use = self.count_tokens(gen, prompt_tokens, choices)
+        if req.gen.stream:
+            if req.gen.include_usage:
+                await self.send({"id": ident, "object": "text_completion", "created": created, "model": gen.name,
+                                 "choices": [], "usage": use})
+            await self.finish_stream()
+            return
+        self.write_json({
+            "id": ident, "object": "text_completion", "created": created, "model": gen.name,
+            "choices": [
+                {"index": i, "text": c.text, "finish_reason": c.finish_reason,
+                 "logprobs": codec.completion_logprobs(c.logprobs) if req.gen.params.logprobs is not None else None}
+                for i, c in enumerate(choices)
+            ],
+            "usage": use,
+        })
+
+    async def finish_stream(self) -> None:
+        self.write(b"data: [DONE]\n\n")
+        self.finish()
+
+
+class ChatHandler(GenerationHandler):
+    """``POST /v1/chat/completions`` (also ``/openai/v1/chat/completions`` and ``/chat/completions``)."""
+
+    endpoint = "chat"
+
+    async def handle_post(self, **_: str) -> None:
+        req = codec.parse_chat(self.json_body(), max_n=self.ctx.settings.max_sequences)
+        gen = self.generator(req.gen.model)
+        prompt = gen.codec.render_chat(req.messages, add_generation_prompt=True)
+        ids = gen.codec.encode(prompt, special=False)
+        if not ids:
+            raise InvalidInput("messages: the chat template made an empty prompt", param="messages")
+        params = self.fit(gen, ids, req.gen, "messages")
+        queue = self.start(gen, [ids], [params], req.gen)
+        n = req.gen.n
+        choices = [Choice() for _ in range(n)]
+        ident, created = codec.new_id("chatcmpl"), codec.now()
+        want_lp = req.logprobs
+
+        def chunk(index: int, delta: dict[str, Any], lp: list[TokenLogprob] | None, finish: str | None) -> dict[str, Any]:
+            body: dict[str, Any] = {
+                "id": ident, "object": "chat.completion.chunk", "created": created, "model": gen.name,
+                "choices": [{"index": index, "delta": delta,
+                             "logprobs": codec.chat_logprobs(lp) if want_lp and lp is not None else None,
+                             "finish_reason": finish}],
+            }
+            if req.gen.include_usage:
+                body["usage"] = None
+            return body
+
+        if req.gen.stream:
+            self.start_stream()
+            for i in range(n):  # the role comes first, in its own delta
+                await self.send(chunk(i, {"role": "assistant", "content": ""}, None, None))
+        try:
+            async for index, event in self.events(queue, n, n):
+                c = choices[index]
+                self.observe(gen, c, event)
+                c.tokens += 1
+                e = self.entry(gen, event)
+                if e:
+                    c.logprobs.append(e)
+                c.text += event.text
+                c.finish_reason = event.finish_reason
+                if req.gen.stream and (event.text or event.finish_reason or e):
+                    delta = {"content": event.text} if event.text else {}
+                    await self.send(chunk(index, delta, [e] if e else [], event.finish_reason))
+        except (ClientGone, StreamClosedError):
+            raise
+        except Exception as err:
+            if not req.gen.stream:
+                raise
+            await self.stream_error(err)
+            self.write(b"data: [DONE]\n\n")
+            self.finish()
+            return
+        use = self.count_tokens(gen, len(ids), choices)
+        if req.gen.stream:
+            if req.gen.include_usage:
+                await self.send({"id": ident, "object": "chat.completion.chunk", "created": created,
+                                 "model": gen.name, "choices": [], "usage": use})
+            self.write(b"data: [DONE]\n\n")
+            self.finish()
+            return
+        self.write_json({
+            "id": ident, "object": "chat.completion", "created": created, "model": gen.name,
+            "choices": [
+                {"index": i,
+                 "message": {"role": "assistant", "content": c.text, "reasoning_content": None, "tool_calls": []},
+                 "logprobs": codec.chat_logprobs(c.logprobs) if want_lp else None,
+                 "finish_reason": c.finish_reason}
+                for i, c in enumerate(choices)
+            ],
+            "usage": use,
+        })
+
+
+class EmbeddingsHandler(OpenAIBase):
+    """``POST /v1/embeddings`` (also ``/openai/v1/embeddings`` and ``/embeddings``)."""
+
+    endpoint = "embeddings"
+
+    async def handle_post(self, **_: str) -> None:
+        req = codec.parse_embeddings(self.json_body())
+        servable = self.model_named(req.model)
+        if not isinstance(servable, Embedder):
+            raise InvalidInput(
+                f"model {servable.name!r} is not an embedding model: use /v1/completions or /v1/chat/completions",
+                param="model",
+            )
+        if req.dimensions is not None and req.dimensions != servable.dimensions:
+            raise InvalidInput(
+                f"dimensions: this model gives {servable.dimensions}-dimensional vectors and was not trained "
+                f"for shorter ones; got {req.dimensions}", param="dimensions",
+            )
+        if len(req.inputs) > self.ctx.settings.max_instances:
+            raise InvalidInput(f"input: at most {self.ctx.settings.max_instances} inputs per request, "
+                               f"got {len(req.inputs)}", param="input")
+        if all(isinstance(x, str) for x in req.inputs):
+            texts = np.array([str(x).encode("utf-8") for x in req.inputs], dtype=object)
+            out = await self.ctx.dispatcher.predict(servable, EMBED_SIGNATURE, {"text": texts}, len(texts))
+            vectors, tokens = out["embedding"], int(out["tokens"].sum())
+        else:
+            ids = [list(x) if isinstance(x, list) else servable.tokenize([x])[0] for x in req.inputs]
+            vectors = await self.ctx.dispatcher.call(lambda: servable.embed_ids(ids))
+            tokens = sum(len(i) for i in ids)
+        self.ctx.metrics.tokens.labels(servable.name, "prompt").inc(tokens)
+        self.write_json(codec.embeddings_response(servable.name, vectors, req.encoding_format, tokens))
+
+
+class ModelsHandler(OpenAIBase):
+    """``GET /openai/v1/models`` (and ``/v1/models`` when the protocol is openai), one model's card."""
+
+    endpoint = "models"
+
+    def get(self, model: str | None = None) -> None:
+        names = list(self.ctx.repository.models)
+        created = int(self.ctx.started)
+        if model is None:
+            return self.write_json(codec.models_list(names, created))
+        if model not in names:
+            raise NotFound(f"The model `{model}` does not exist", param="model", code="model_not_found")
+        self.write_json(codec.model_card(model, created))
+
+
+def openai_models(handler: BaseHandler) -> None:
+    """Answer a model list in OpenAI form (the V1 list handler defers here in openai mode)."""
+    ctx = handler.ctx
+    handler.write_json(codec.models_list(list(ctx.repository.models), int(ctx.started)))
