@@ -5,6 +5,10 @@ stays free. Batching is timer-less by default: while a signature's model call is
 requests queue; when it returns, everything queued (up to ``max_batch_size`` rows) runs as one call
 and the outputs are split back by row counts. An idle model therefore adds no wait. A failing
 merged call is retried request by request, so one bad request never fails its neighbours.
+
+When no other request is in progress and a signature's calls have been short (under
+``inline_call_ms``), the call runs on the IO loop itself: handing a sub-millisecond call to a
+thread and back costs about as much as the call, and nothing else is waiting for the loop.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -83,6 +88,40 @@ def run_group(servable: Servable, signature: str, group: list[Tensors], rows: li
     return results
 
 
+class CallCost:
+    """A running estimate of one signature's model-call time, to decide whether a call may run inline.
+
+    Calls are timed where they run (an executor thread or the IO loop); the estimate is an
+    exponentially weighted mean of seconds per call and rows per call, scaled up for bigger requests.
+    """
+
+    __slots__ = ("seconds", "rows")
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+        self.rows = 1.0
+
+    def add(self, seconds: float, rows: int) -> None:
+        if self.seconds is None:
+            self.seconds, self.rows = seconds, float(rows)
+        else:
+            self.seconds += 0.2 * (seconds - self.seconds)
+            self.rows += 0.2 * (rows - self.rows)
+
+    def estimate(self, rows: int) -> float | None:
+        """Seconds a call with ``rows`` rows is expected to take; None before the first call."""
+        if self.seconds is None:
+            return None
+        return self.seconds * max(1.0, rows / max(self.rows, 1.0))
+
+    def timed(self, rows: int, fn: Callable[[], T]) -> T:
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.add(time.perf_counter() - start, rows)
+
+
 class _BatchQueue:
     """Requests waiting for one servable signature, and the one merged call in flight for it.
 
@@ -99,6 +138,7 @@ class _BatchQueue:
         self.waiting: deque[_Item] = deque()
         self.queued_rows = 0
         self.busy = False
+        self.cost = CallCost()
         self.sizes, self.depth = dispatcher.metrics.model(servable.name)
 
     def submit(self, inputs: Tensors, rows: int) -> asyncio.Future[Tensors]:
@@ -141,8 +181,9 @@ class _BatchQueue:
         if not group:
             self.busy = False
             return
+        inputs, rows = [it.inputs for it in group], [it.rows for it in group]
         job = self.d.executor.submit(
-            run_group, self.servable, self.signature, [it.inputs for it in group], [it.rows for it in group]
+            self.cost.timed, sum(rows), lambda: run_group(self.servable, self.signature, inputs, rows)
         )
         job.add_done_callback(lambda f: self._post(group, f))
 
@@ -194,6 +235,7 @@ class Dispatcher:
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
         self.active = 0
         self._queues: dict[tuple[str, int, str], _BatchQueue] = {}
+        self._costs: dict[tuple[str, int, str], CallCost] = {}
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking model function on an executor thread."""
@@ -219,23 +261,44 @@ class Dispatcher:
     async def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on an executor thread within an admission slot and the timeout."""
         with self._slot():
-            try:
-                return await asyncio.wait_for(self.run(fn), self.settings.timeout_seconds)
-            except TimeoutError:
-                raise self.timed_out() from None
+            return await self._timed_call(fn)
+
+    async def _timed_call(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.wait_for(self.run(fn), self.settings.timeout_seconds)
+        except TimeoutError:
+            raise self.timed_out() from None
+
+    def _inline(self, cost: CallCost, rows: int) -> bool:
+        """Whether a call may run on the IO loop: this is the only request in progress, and short."""
+        limit = self.settings.inline_call_ms / 1000.0
+        if limit <= 0 or self.active != 1:
+            return False
+        expected = cost.estimate(rows)
+        return expected is not None and expected < limit
 
     async def predict(self, servable: Servable, signature: str, inputs: Tensors, rows: int) -> Tensors:
         """Outputs for one request's batch, merged with concurrent requests where possible."""
         sig = servable.signatures[signature]
+        key = (servable.name, servable.version, signature)
+        sizes = self.metrics.model(servable.name)[0]
         if self.settings.batching and batchable(sig) and rows <= self.settings.max_batch_size:
-            key = (servable.name, servable.version, signature)
             queue = self._queues.get(key)
             if queue is None or queue.servable is not servable or queue.loop is not asyncio.get_running_loop():
                 queue = self._queues[key] = _BatchQueue(self, servable, signature)
             with self._slot():  # the queue's own timer answers RequestTimeout: no task per request
+                if not queue.busy and self.settings.max_latency_ms <= 0 and self._inline(queue.cost, rows):
+                    sizes.observe(rows)
+                    return queue.cost.timed(rows, lambda: servable.predict(signature, inputs))
                 return await queue.submit(inputs, rows)
-        self.metrics.model(servable.name)[0].observe(rows)
-        return await self.call(lambda: servable.predict(signature, inputs))
+        cost = self._costs.get(key)
+        if cost is None:
+            cost = self._costs[key] = CallCost()
+        sizes.observe(rows)
+        with self._slot():
+            if self._inline(cost, rows):
+                return cost.timed(rows, lambda: servable.predict(signature, inputs))
+            return await self._timed_call(lambda: cost.timed(rows, lambda: servable.predict(signature, inputs)))
 
     async def explain(self, servable: Servable, signature: str, inputs: Tensors, target: str | None) -> Tensors:
         steps = self.settings.explain_steps

@@ -51,6 +51,10 @@ class Settings:
     max_latency_ms: float = _setting(
         0.0, "extra wait to gather a batch when the model is idle (0: none, batch only while busy)"
     )
+    inline_call_ms: float = _setting(
+        1.0, "run a model call on the IO loop, skipping the thread hand-off, when no other request is "
+        "in progress and the signature's calls take under this many ms (0: always use a thread)",
+    )
     model_threads: int = _setting(0, "threads running model calls (0: one per CPU)")
     workers: int = _setting(
         1, "server processes sharing the port, each with its own copy of the model (0: one per CPU)"

@@ -161,3 +161,65 @@ def test_max_latency_waits_to_gather_a_batch():
     assert model.calls == [6]
     for i, (n, o) in enumerate(zip([1, 2, 3], out)):
         np.testing.assert_array_equal(o["y"], np.full((n, 1), 2.0 * i))
+
+
+class Quick:
+    """Doubles its input at once (a sub-millisecond call); records the thread of each call."""
+
+    name, version, platform, examples = "q", 1, "test", {}
+    signatures = {"s": SIG}
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.threads: list[int] = []
+
+    def predict(self, signature, inputs):
+        self.threads.append(threading.get_ident())
+        time.sleep(self.delay)
+        if (inputs["x"] < 0).any():
+            raise InvalidInput("negative")
+        return {"y": inputs["x"] * 2}
+
+
+def _one_by_one(d: Dispatcher, model, values):
+    """Requests one after another, each alone in the server; the loop's thread id and the results."""
+
+    async def main():
+        results = []
+        for v in values:
+            try:
+                results.append(await d.predict(model, "s", {"x": np.full((1, 1), v, np.float32)}, 1))
+            except InvalidInput as e:
+                results.append(e)
+        return threading.get_ident(), results
+
+    return run(main())
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_a_short_call_with_nothing_else_in_progress_runs_on_the_loop(batching):
+    model = Quick()
+    d = Dispatcher(Settings(batching=batching), Metrics())
+    loop_thread, out = _one_by_one(d, model, [1.0, 2.0, -1.0, 3.0])
+    # the first call is timed on a thread; once known to be short, calls run on the loop
+    assert model.threads[0] != loop_thread and set(model.threads[1:]) == {loop_thread}
+    np.testing.assert_array_equal(out[1]["y"], [[4.0]])
+    assert isinstance(out[2], InvalidInput)  # an inline failure is the request's own error
+    np.testing.assert_array_equal(out[3]["y"], [[6.0]])
+    assert d.active == 0
+
+
+def test_slow_calls_and_a_zero_limit_always_use_a_thread():
+    for model, settings in ((Quick(delay=0.005), Settings()), (Quick(), Settings(inline_call_ms=0))):
+        loop_thread, _ = _one_by_one(Dispatcher(settings, Metrics()), model, [1.0] * 4)
+        assert loop_thread not in model.threads
+
+
+def test_a_call_with_more_rows_than_usual_is_expected_to_take_longer():
+    from modelserver.dispatch import CallCost
+
+    cost = CallCost()
+    assert cost.estimate(1) is None
+    cost.add(0.0002, 1)
+    assert cost.estimate(1) == pytest.approx(0.0002)
+    assert cost.estimate(1000) == pytest.approx(0.2)
