@@ -64,7 +64,9 @@ def _serve(args: argparse.Namespace) -> int:
         name = s.name or (path.parent.name if path.name.isdigit() else path.name)
     else:
         print("modelserver: no model given, serving the bundled iris demo model", file=sys.stderr)
-        path = demo.ensure() if s.workers == 1 else workers.ensure_demo_isolated()
+        # building the demo starts TensorFlow; with workers or sized thread pools, do it elsewhere
+        isolated = s.workers != 1 or s.tf_threads > 0
+        path = workers.ensure_demo_isolated() if isolated else demo.ensure()
         name = s.name or "iris"
     if s.workers != 1:
         # decided before anything imports TensorFlow: the workers are forked from this process

@@ -55,7 +55,13 @@ class Settings:
         1.0, "run a model call on the IO loop, skipping the thread hand-off, when no other request is "
         "in progress and the signature's calls take under this many ms (0: always use a thread)",
     )
-    model_threads: int = _setting(0, "threads running model calls (0: one per CPU)")
+    model_threads: int = _setting(
+        0, "threads running model calls (0: one per CPU, or the worker's share of them with --workers)"
+    )
+    tf_threads: int = _setting(
+        0, "TensorFlow's intra-op and inter-op threads (0: TensorFlow's default, every CPU; "
+        "with --workers, the worker's share of them)",
+    )
     workers: int = _setting(
         1, "server processes sharing the port, each with its own copy of the model (0: one per CPU)"
     )

@@ -17,6 +17,8 @@ a single server does.
 - Metrics use prometheus_client's multiprocess mode: each worker writes its values to files in
   ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary directory unless that variable is set), and
   ``/metrics`` on any worker reports every worker's counts summed.
+- The CPUs are shared out: unless set explicitly, each worker runs ``CPUs / N`` model threads and
+  TensorFlow thread pools of that size (``share_cpus``).
 - Generative models are served by one process only: each worker would hold its own key/value cache
   and decode its own, smaller batches. An explicit ``--workers N`` (N > 1) is refused for them, and
   ``--workers 0`` (one per CPU) means one worker.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import glob
 import logging
 import math
@@ -302,6 +305,21 @@ class Supervisor:
         return 0
 
 
+def share_cpus(settings: Settings, n: int) -> Settings:
+    """Each of ``n`` workers gets its share of the CPUs for model threads and TensorFlow's pools.
+
+    Left at their defaults, every worker would size its thread pools for the whole machine, and
+    ``n`` workers would run ``n`` times as many busy threads as there are CPUs. Settings given
+    explicitly are kept.
+    """
+    share = max(1, cpu_count() // n)
+    return dataclasses.replace(
+        settings,
+        model_threads=settings.model_threads or share,
+        tf_threads=settings.tf_threads or share,
+    )
+
+
 def run(settings: Settings, path: Path, name: str, n: int) -> int:
     """Serve with ``n`` worker processes until SIGTERM; the process's exit code."""
     try:
@@ -312,7 +330,7 @@ def run(settings: Settings, path: Path, name: str, n: int) -> int:
     folder, made = _metrics_dir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
     try:
-        return Supervisor(settings, path, name, sockets).run()
+        return Supervisor(share_cpus(settings, n), path, name, sockets).run()
     finally:
         for socks in sockets:
             for s in socks:

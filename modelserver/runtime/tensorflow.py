@@ -199,6 +199,15 @@ class TFServable:
 _NOISE = ("Graph execution error", "Detected at node", "<stack traces", "[[{{node", "File ")
 
 
+def set_threads(n: int) -> None:
+    """Size TensorFlow's intra-op and inter-op thread pools; before the first TensorFlow op runs."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError as e:  # TensorFlow has already started in this process: the pools are fixed
+        raise ModelLoadError(f"cannot size TensorFlow's thread pools now: {e}") from e
+
+
 def _first_line(e: BaseException) -> str:
     """The line of a TensorFlow error that says what went wrong, without graph tracebacks."""
     text = getattr(e, "message", None) or str(e)

@@ -190,6 +190,10 @@ def make_loader(settings: Settings) -> Loader:
 
 def build_context(settings: Settings, model_path: Path, name: str, workers: WorkerGroup | None = None) -> ServerContext:
     """Everything one server process needs; ``workers`` when it is one of several (``--workers``)."""
+    if settings.tf_threads:
+        from modelserver.runtime.tensorflow import set_threads
+
+        set_threads(settings.tf_threads)
     repository = ModelRepository()
     repository.register(name, model_path, settings.labels())
     metrics = Metrics(multiprocess=workers is not None)

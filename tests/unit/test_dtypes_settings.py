@@ -50,3 +50,33 @@ def test_labels_and_keys(tmp_path):
     f = tmp_path / "keys"
     f.write_text("k2\n\nk3\n")
     assert Settings(api_keys="k1, ", api_key_file=str(f)).api_key_set() == {"k1", "k2", "k3"}
+
+
+def test_workers_share_the_cpus_unless_told_otherwise(monkeypatch):
+    from modelserver import workers
+
+    monkeypatch.setattr(workers, "cpu_count", lambda: 4)
+    shared = workers.share_cpus(Settings(), 2)
+    assert (shared.model_threads, shared.tf_threads) == (2, 2)
+    assert workers.share_cpus(Settings(), 8).tf_threads == 1  # never below one
+    kept = workers.share_cpus(Settings(model_threads=3, tf_threads=4), 2)
+    assert (kept.model_threads, kept.tf_threads) == (3, 4)
+
+
+def test_tf_threads_sizes_tensorflow_s_pools_before_it_starts(tmp_path):
+    import subprocess
+    import sys
+
+    from tests import models
+
+    models.scaled(tmp_path / "1", 2.0)
+    code = (
+        "from pathlib import Path; import tensorflow as tf\n"
+        "from modelserver.server import app; from modelserver.settings import Settings\n"
+        f"app.build_context(Settings(tf_threads=1), Path({str(tmp_path)!r}), 'm')\n"
+        "print(tf.config.threading.get_intra_op_parallelism_threads(),"
+        " tf.config.threading.get_inter_op_parallelism_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["1", "1"]
