@@ -131,6 +131,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    processes: int = 1
 
     def start(self, logs: Path, timeout: float = 180) -> None:
         self.log_path = logs / f"{self.label}.log"
@@ -161,19 +162,23 @@ class Server:
                 self.proc.wait()
 
 
-def modelserver(model: str, path: Path) -> Server:
+def _procs(label: str, processes: int) -> str:
+    return label if processes == 1 else f"{label}-x{processes}"
+
+
+def modelserver(model: str, path: Path, workers: int = 1) -> Server:
     port = free_port()
     argv = [str(REPO / ".venv" / "bin" / "modelserver"), "serve", str(path.parent), "--name", model,
-            "--port", str(port), "--log-level", "warning"]
-    return Server(f"modelserver-{model}", argv, port, "/v2/health/ready")
+            "--port", str(port), "--log-level", "warning", "--workers", str(workers)]
+    return Server(_procs(f"modelserver-{model}", workers), argv, port, "/v2/health/ready", processes=workers)
 
 
-def kserve(model: str, path: Path) -> Server:
+def kserve(model: str, path: Path, workers: int = 1) -> Server:
     port = free_port()
     argv = [str(peer_python("kserve")), str(HERE / "peers" / "kserve_model.py"), "--model_name", model,
             "--model_dir", str(path), "--http_port", str(port), "--grpc_port", str(free_port()),
-            "--enable_latency_logging", "False", "--configure_logging", "False"]
-    return Server(f"kserve-{model}", argv, port, f"/v1/models/{model}")
+            "--enable_latency_logging", "False", "--configure_logging", "False", "--workers", str(workers)]
+    return Server(_procs(f"kserve-{model}", workers), argv, port, f"/v1/models/{model}", processes=workers)
 
 
 def mlserver(model: str, path: Path, work: Path, batching: bool) -> Server:
@@ -195,10 +200,12 @@ def mlserver(model: str, path: Path, work: Path, batching: bool) -> Server:
                   env={"PYTHONPATH": str(folder)})
 
 
-def hello(uvloop: bool = False) -> Server:
+def hello(uvloop: bool = False, processes: int = 1) -> Server:
     port = free_port()
-    argv = [str(REPO / ".venv" / "bin" / "python"), str(HERE / "peers" / "hello.py"), str(port)]
-    return Server("tornado-hello" + ("-uvloop" if uvloop else ""), argv + (["uvloop"] if uvloop else []), port, "/")
+    argv = [str(REPO / ".venv" / "bin" / "python"), str(HERE / "peers" / "hello.py"), str(port),
+            f"processes={processes}"] + (["uvloop"] if uvloop else [])
+    label = _procs("tornado-hello" + ("-uvloop" if uvloop else ""), processes)
+    return Server(label, argv, port, "/", processes=processes)
 
 
 # -- load -----------------------------------------------------------------------------------------
@@ -206,6 +213,7 @@ def hello(uvloop: bool = False) -> Server:
 class Result:
     case: str
     server: str
+    processes: int
     conns: int
     rps: float
     p50_ms: float
@@ -250,7 +258,7 @@ def measure(case: str, server: Server, path: str, body: Path | None, key: str, c
     load = loadavg()
     s = wrk(url, body, conns, seconds)
     errors = int(s["non2xx"] + s["connect"] + s["read"] + s["write"] + s["timeout"])
-    r = Result(case, server.label, conns, s["requests"] / (s["duration_us"] / 1e6), s["p50_us"] / 1000,
+    r = Result(case, server.label, server.processes, conns, s["requests"] / (s["duration_us"] / 1e6), s["p50_us"] / 1000,
                s["p99_us"] / 1000, errors, load)
     results.append(r)
     log(f"{case:14} {server.label:28} c={conns:<3} {r.rps:8.1f} req/s  p50 {r.p50_ms:7.2f} ms  "
@@ -258,8 +266,10 @@ def measure(case: str, server: Server, path: str, body: Path | None, key: str, c
 
 
 # -- report ---------------------------------------------------------------------------------------
-def pick(results: list[Result], case: str, server: str) -> Result | None:
-    return next((r for r in results if r.case == case and r.server.startswith(server)), None)
+def pick(results: list[Result], case: str, server: str, processes: int = 1) -> Result | None:
+    """The result of a case on the server whose label starts with ``server``, run as ``processes``."""
+    return next((r for r in results if r.case == case and r.server.startswith(server)
+                 and r.processes == processes), None)
 
 
 def versions() -> str:
@@ -289,11 +299,11 @@ def report(results: list[Result], rss: dict[str, float], command: str, started: 
         "with and without adaptive batching (max_batch_size 32, max_batch_time 2 ms). "
         f"Each case: a 2 s warm-up, then {seconds} s measured.",
         "",
-        "| case | server | conns | req/s | p50 ms | p99 ms | errors | load avg |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| case | server | processes | conns | req/s | p50 ms | p99 ms | errors | load avg |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
-        lines.append(f"| {r.case} | {r.server} | {r.conns} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+        lines.append(f"| {r.case} | {r.server} | {r.processes} | {r.conns} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
                      f"{r.errors} | {r.load} |")
     lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
 
@@ -327,7 +337,22 @@ def report(results: list[Result], rss: dict[str, float], command: str, started: 
     best = max(mls_flat, key=lambda r: r.rps) if mls_flat else None
     target(f"V2 flat 32 images: req/s vs MLServer's best ({best.server if best else '-'}) (>= 1.5x)",
            ratio(pick(results, "img32_v2_flat", "modelserver"), best), 1.5)
-    lines += ["", "| server (MLP model) | RSS after its runs, MB |", "| --- | ---: |"]
+    ours2, k2 = pick(results, "mlp_b1_c64", "modelserver", 2), pick(results, "mlp_b1_c64", "kserve", 2)
+    hello2 = next((r for r in results if r.case == "hello" and r.server == "tornado-hello-x2"), None)
+    flat2 = pick(results, "img32_v2_flat", "modelserver", 2)
+    nested2, k_nested = pick(results, "img32_v1_nested", "modelserver", 2), pick(results, "img32_v1_nested", "kserve")
+    for text, a, b in (("modelserver --workers 2 vs KServe --workers 2", ours2, k2),
+                       ("modelserver --workers 2 vs MLServer with batching", ours2, mb64),
+                       ("modelserver --workers 2 vs tornado hello-world in 2 processes", ours2, hello2)):
+        value = ratio(a, b)
+        if value is not None:
+            lines.append(f"| (for reference) V1 MLP c=64: {text} | {value:.2f}x | - |")
+    for text, a, b in (("V1 32 images, nested lists: modelserver --workers 2 vs KServe", nested2, k_nested),
+                       ("V2 flat 32 images: modelserver --workers 2 vs MLServer's best", flat2, best)):
+        value = ratio(a, b)
+        if value is not None:
+            lines.append(f"| (for reference) {text} | {value:.2f}x | - |")
+    lines += ["", "| server (MLP model) | RSS after its runs, MB (all processes) |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.0f} |" for k, v in rss.items()]
     return "\n".join(lines) + "\n"
 
@@ -373,15 +398,20 @@ def main() -> int:
     if want("hello"):
         plan.append(("hello", hello(), [("hello", "/", None, "", 64)], False))
         plan.append(("hello", hello(uvloop=True), [("hello", "/", None, "", 64)], False))
-    mlp_v1 = [("mlp_b1_c64", "/v1/models/mlp:predict", "v1_mlp", "predictions", 64),
+        plan.append(("hello", hello(processes=2), [("hello", "/", None, "", 64)], False))
+    mlp_v1: list[Case] = [("mlp_b1_c64", "/v1/models/mlp:predict", "v1_mlp", "predictions", 64),
               ("mlp_b1_c1", "/v1/models/mlp:predict", "v1_mlp", "predictions", 1)]
     if want("modelserver"):
         plan.append(("modelserver", modelserver("mlp", mlp), mlp_v1, True))
-        plan.append(("modelserver", modelserver("mnist", img), [
+        plan.append(("modelserver", modelserver("mlp", mlp, workers=2), mlp_v1[:1], True))
+        img_cases: list[Case] = [
             ("img32_v1_nested", "/v1/models/mnist:predict", "v1_img32", "predictions", 4),
-            ("img32_v2_flat", "/v2/models/mnist/infer", "v2_img32", "outputs", 4)], False))
+            ("img32_v2_flat", "/v2/models/mnist/infer", "v2_img32", "outputs", 4)]
+        plan.append(("modelserver", modelserver("mnist", img), img_cases, False))
+        plan.append(("modelserver", modelserver("mnist", img, workers=2), img_cases, False))
     if want("kserve"):
         plan.append(("kserve", kserve("mlp", mlp), mlp_v1, True))
+        plan.append(("kserve", kserve("mlp", mlp, workers=2), mlp_v1[:1], True))
         plan.append(("kserve", kserve("mnist", img),
                      [("img32_v1_nested", "/v1/models/mnist:predict", "v1_img32", "predictions", 4)], False))
     if want("mlserver"):

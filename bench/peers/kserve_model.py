@@ -28,6 +28,16 @@ class SavedModel(kserve.Model):
         self.ready = True
         return self.ready
 
+    # With --workers N, KServe pickles the model into each spawned worker: send the directory and
+    # load the SavedModel there (a loaded TensorFlow function does not pickle).
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "fn"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.fn = None
+        self.load()
+
     def predict(self, payload, headers=None):
         x = np.asarray(payload["instances"], dtype=np.float32)
         y = self.fn(x=tf.constant(x))["y"].numpy()
