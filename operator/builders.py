@@ -74,6 +74,7 @@ def server_env(spec: Spec) -> list[dict[str, str]]:
         "PORT": PORT,
         "PROTOCOL": spec.protocol,
         "SIGNATURE": spec.signature,
+        "WORKERS": spec.workers,
         "BATCHING": str(b.get("enabled", True)).lower(),
         "MAX_BATCH_SIZE": b.get("maxBatchSize", 32),
         "MAX_LATENCY_MS": b.get("maxLatencyMs", 0),

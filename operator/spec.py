@@ -62,6 +62,8 @@ class Spec:
     protocol: str = "v1"
     image: str = ""
     replicas: int = 1
+    #: server processes per pod (``--workers``)
+    workers: int = 1
     autoscaling: dict[str, int] | None = None
     disruption_budget: dict[str, Any] | None = None
     resources: dict[str, Any] = field(default_factory=dict)
@@ -136,6 +138,7 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         protocol=protocol,
         image=spec.get("image", ""),
         replicas=int(spec.get("replicas", 1)),
+        workers=int(spec.get("workers", 1)),
         autoscaling=autoscaling,
         disruption_budget=dict(budget) if budget else None,
         resources=_obj(spec, "resources"),

@@ -183,10 +183,10 @@ def test_create_builds_children_and_reports_status(k: Cluster):
 
 
 def test_update_rolls_the_spec_into_the_children(k: Cluster):
-    k.patch("iris", {"replicas": 2, "protocol": "v2", "batching": {"maxBatchSize": 8}})
+    k.patch("iris", {"replicas": 2, "protocol": "v2", "batching": {"maxBatchSize": 8}, "workers": 2})
     wait_for("replicas 2", lambda: k.deployment("iris").spec.replicas == 2)
     env = wait_for("env", lambda: (e := k.env("iris")).get("MODELSERVER_PROTOCOL") == "v2" and e)
-    assert env["MODELSERVER_MAX_BATCH_SIZE"] == "8"
+    assert env["MODELSERVER_MAX_BATCH_SIZE"] == "8" and env["MODELSERVER_WORKERS"] == "2"
     wait_for("url", lambda: k.get("iris")["status"].get("url", "").endswith("/v2/models/iris/infer"))
     wait_for("observedGeneration", lambda: k.get("iris")["status"]["observedGeneration"] == k.get("iris")["metadata"]["generation"])
 
@@ -221,6 +221,7 @@ def test_invalid_specs_are_refused_by_the_api_server(k: Cluster):
          "spec.generation.maxSequences: Invalid value"),
         (mdep("bad9", {"model": {"format": "huggingface"}, "generation": {"maxModelLen": -1}}),
          "spec.generation.maxModelLen: Invalid value"),
+        (mdep("bad10", {"workers": 65}), "spec.workers: Invalid value"),
     ]
     for body, words in cases:
         with pytest.raises(ApiException) as e:

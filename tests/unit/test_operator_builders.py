@@ -109,6 +109,7 @@ def test_settings_become_server_environment():
         "explainer": {"steps": 20},
         "image": "registry.local/ms:1",
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
+        "workers": 2,
     }
     dep = build(spec)["Deployment"]
     e = env(dep)
@@ -117,6 +118,7 @@ def test_settings_become_server_environment():
     assert e["MODELSERVER_BATCHING"] == "false" and e["MODELSERVER_MAX_BATCH_SIZE"] == "8"
     assert e["MODELSERVER_MAX_BODY_BYTES"] == "1000" and e["MODELSERVER_TIMEOUT_SECONDS"] == "3"
     assert e["MODELSERVER_EXPLAIN_STEPS"] == "20" and e["MODELSERVER_API_KEY_FILE"].endswith("/keys")
+    assert e["MODELSERVER_WORKERS"] == "2" and env(build({})["Deployment"])["MODELSERVER_WORKERS"] == "1"
     assert container(dep)["image"] == "registry.local/ms:1"
     assert container(dep)["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}}
     secret = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "api-keys")
