@@ -226,7 +226,8 @@ def test_http_model_and_a_rolling_update_under_load(installed, ns, reference, mo
 
     manifest = {
         "apiVersion": "modeldeploy.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "scaled"},
-        "spec": {"model": {"uri": "http://model-files/scaled-v1.tar.gz"}, "replicas": 2},
+        # two server processes per pod: the rolling update drains a supervising parent and its workers
+        "spec": {"model": {"uri": "http://model-files/scaled-v1.tar.gz"}, "replicas": 2, "workers": 2},
     }
     kubectl(cluster, "-n", ns, "apply", "-f", "-", input=json.dumps(manifest))
     wait_ready(cluster, ns, "scaled")
