@@ -130,7 +130,7 @@ class _BatchQueue:
     call with everything that queued meanwhile. Merging and splitting happen on the executor thread.
     """
 
-    def __init__(self, dispatcher: Dispatcher, servable: Servable, signature: str) -> None:
+    def __init__(self, dispatcher: Dispatcher, servable: Servable, signature: str, cost: CallCost) -> None:
         self.d = dispatcher
         self.servable = servable
         self.signature = signature
@@ -138,7 +138,7 @@ class _BatchQueue:
         self.waiting: deque[_Item] = deque()
         self.queued_rows = 0
         self.busy = False
-        self.cost = CallCost()
+        self.cost = cost
         self.sizes, self.depth = dispatcher.metrics.model(servable.name)
 
     def submit(self, inputs: Tensors, rows: int) -> asyncio.Future[Tensors]:
@@ -282,23 +282,25 @@ class Dispatcher:
         sig = servable.signatures[signature]
         key = (servable.name, servable.version, signature)
         sizes = self.metrics.model(servable.name)[0]
-        if self.settings.batching and batchable(sig) and rows <= self.settings.max_batch_size:
-            queue = self._queues.get(key)
-            if queue is None or queue.servable is not servable or queue.loop is not asyncio.get_running_loop():
-                queue = self._queues[key] = _BatchQueue(self, servable, signature)
-            with self._slot():  # the queue's own timer answers RequestTimeout: no task per request
-                if not queue.busy and self.settings.max_latency_ms <= 0 and self._inline(queue.cost, rows):
-                    sizes.observe(rows)
-                    return queue.cost.timed(rows, lambda: servable.predict(signature, inputs))
-                return await queue.submit(inputs, rows)
         cost = self._costs.get(key)
         if cost is None:
             cost = self._costs[key] = CallCost()
+
+        def call() -> Tensors:
+            return cost.timed(rows, lambda: servable.predict(signature, inputs))
+
+        if self.settings.batching and batchable(sig) and rows <= self.settings.max_batch_size:
+            queue = self._queues.get(key)
+            if queue is None or queue.servable is not servable or queue.loop is not asyncio.get_running_loop():
+                queue = self._queues[key] = _BatchQueue(self, servable, signature, cost)
+            with self._slot():  # the queue's own timer answers RequestTimeout: no task per request
+                if not queue.busy and self.settings.max_latency_ms <= 0 and self._inline(cost, rows):
+                    sizes.observe(rows)
+                    return call()
+                return await queue.submit(inputs, rows)
         sizes.observe(rows)
         with self._slot():
-            if self._inline(cost, rows):
-                return cost.timed(rows, lambda: servable.predict(signature, inputs))
-            return await self._timed_call(lambda: cost.timed(rows, lambda: servable.predict(signature, inputs)))
+            return call() if self._inline(cost, rows) else await self._timed_call(call)
 
     async def explain(self, servable: Servable, signature: str, inputs: Tensors, target: str | None) -> Tensors:
         steps = self.settings.explain_steps

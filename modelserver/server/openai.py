@@ -200,6 +200,11 @@ class GenerationHandler(OpenAIBase):
             "error": {"message": "internal server error", "type": "server_error", "param": None, "code": None}}
         await self.send(body)
 
+    async def finish_stream(self) -> None:
+        """The end of an event stream: ``[DONE]``, then the response ends."""
+        self.write(b"data: [DONE]\n\n")
+        self.finish()
+
 
 class CompletionsHandler(GenerationHandler):
     """``POST /v1/completions`` (also ``/openai/v1/completions`` and ``/completions``)."""
@@ -278,10 +283,6 @@ class CompletionsHandler(GenerationHandler):
             "usage": use,
         })
 
-    async def finish_stream(self) -> None:
-        self.write(b"data: [DONE]\n\n")
-        self.finish()
-
 
 class ChatHandler(GenerationHandler):
     """``POST /v1/chat/completions`` (also ``/openai/v1/chat/completions`` and ``/chat/completions``)."""
@@ -336,16 +337,14 @@ class ChatHandler(GenerationHandler):
             if not req.gen.stream:
                 raise
             await self.stream_error(err)
-            self.write(b"data: [DONE]\n\n")
-            self.finish()
+            await self.finish_stream()
             return
         use = self.count_tokens(gen, len(ids), choices)
         if req.gen.stream:
             if req.gen.include_usage:
                 await self.send({"id": ident, "object": "chat.completion.chunk", "created": created,
                                  "model": gen.name, "choices": [], "usage": use})
-            self.write(b"data: [DONE]\n\n")
-            self.finish()
+            await self.finish_stream()
             return
         self.write_json({
             "id": ident, "object": "chat.completion", "created": created, "model": gen.name,

@@ -23,7 +23,7 @@ SIG = Signature("s", (TensorSpec("x", "FP32", (-1, 1)),), (TensorSpec("y", "FP32
 
 
 class Doubler:
-    """Doubles its input after ``delay`` seconds; rejects negative values; records call sizes."""
+    """Doubles its input after ``delay`` seconds; rejects negative values; records call sizes and threads."""
 
     name, version, platform, examples = "d", 1, "test", {}
     signatures = {"s": SIG}
@@ -31,12 +31,14 @@ class Doubler:
     def __init__(self, delay: float = 0.05) -> None:
         self.delay = delay
         self.calls: list[int] = []
+        self.threads: list[int] = []
         self.lock = threading.Lock()
 
     def predict(self, signature, inputs):
         x = inputs["x"]
         with self.lock:
             self.calls.append(len(x))
+            self.threads.append(threading.get_ident())
         time.sleep(self.delay)
         if (x < 0).any():
             raise InvalidInput("negative")
@@ -163,24 +165,6 @@ def test_max_latency_waits_to_gather_a_batch():
         np.testing.assert_array_equal(o["y"], np.full((n, 1), 2.0 * i))
 
 
-class Quick:
-    """Doubles its input at once (a sub-millisecond call); records the thread of each call."""
-
-    name, version, platform, examples = "q", 1, "test", {}
-    signatures = {"s": SIG}
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.delay = delay
-        self.threads: list[int] = []
-
-    def predict(self, signature, inputs):
-        self.threads.append(threading.get_ident())
-        time.sleep(self.delay)
-        if (inputs["x"] < 0).any():
-            raise InvalidInput("negative")
-        return {"y": inputs["x"] * 2}
-
-
 def _one_by_one(d: Dispatcher, model, values):
     """Requests one after another, each alone in the server; the loop's thread id and the results."""
 
@@ -198,7 +182,7 @@ def _one_by_one(d: Dispatcher, model, values):
 
 @pytest.mark.parametrize("batching", [True, False])
 def test_a_short_call_with_nothing_else_in_progress_runs_on_the_loop(batching):
-    model = Quick()
+    model = Doubler(delay=0)
     d = Dispatcher(Settings(batching=batching), Metrics())
     loop_thread, out = _one_by_one(d, model, [1.0, 2.0, -1.0, 3.0])
     # the first call is timed on a thread; once known to be short, calls run on the loop
@@ -210,7 +194,7 @@ def test_a_short_call_with_nothing_else_in_progress_runs_on_the_loop(batching):
 
 
 def test_slow_calls_and_a_zero_limit_always_use_a_thread():
-    for model, settings in ((Quick(delay=0.005), Settings()), (Quick(), Settings(inline_call_ms=0))):
+    for model, settings in ((Doubler(delay=0.005), Settings()), (Doubler(delay=0), Settings(inline_call_ms=0))):
         loop_thread, _ = _one_by_one(Dispatcher(settings, Metrics()), model, [1.0] * 4)
         assert loop_thread not in model.threads
 
