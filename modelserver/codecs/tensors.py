@@ -190,6 +190,8 @@ def _numeric_nested(value: list[Any], as_float: bool = False) -> np.ndarray | No
 
 def to_array(value: Any, dt: DType, where: str) -> np.ndarray:
     """A nested list (or a scalar) as an array of ``dt``; InvalidInput names the first bad element."""
+    if isinstance(value, np.ndarray):  # numbers already read into an array by the body's parser
+        return _cast(value, dt, where)
     if dt.is_bytes:
         return _bytes_array(value, dt, where)
     if type(value) is list and not dt.is_bool:

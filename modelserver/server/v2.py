@@ -48,7 +48,7 @@ class InferHandler(InferenceHandler):
         self.endpoint = verb
         servable = self.servable(model, version)
         head, tail = codec.split_binary(self.body, self.request.headers.get(codec.HEADER_LENGTH))
-        body = jsonio.loads(head)
+        body = codec.parse(head)
         sig = self.signature(servable, signature_name(body))
         await answer_v2(self, servable, sig, body, tail, explain=verb == "explain")
 

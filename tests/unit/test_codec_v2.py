@@ -115,3 +115,81 @@ def test_body_kinds():
     assert req.inputs["x"].shape == (1, 2)
     with pytest.raises(InvalidInput, match="one input"):
         v2.decode_single({"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}, SIG, max_instances=5)
+
+
+# -- parse: large bodies read numbers straight into arrays -----------------------------------------
+def _typed_sig(datatype: str, n: int) -> Signature:
+    return Signature("serving_default", (TensorSpec("x", datatype, (-1, n)),), (TensorSpec("y", "FP32", (-1,)),))
+
+
+def _large(datatype: str, data: list, rows: int, **extra) -> bytes:
+    n = len(data) // rows if isinstance(data, list) and data and not isinstance(data[0], list) else len(data[0])
+    tensor = {"name": "x", "shape": [rows, n], "datatype": datatype, "data": data, **extra}
+    return orjson.dumps({"id": "r1", "parameters": {"p": [1, 2]}, "inputs": [tensor], "outputs": [{"name": "y"}]})
+
+
+@pytest.mark.parametrize(
+    "datatype,values",
+    [
+        ("FP32", [0.25 * i - 100.5 for i in range(4000)]),
+        ("FP64", [1e-300 * i for i in range(4000)]),
+        ("FP16", [0.5 * (i % 100) for i in range(4000)]),
+        ("INT64", [(-1) ** i * (2**62 + i) for i in range(4000)]),
+        ("INT8", [i % 256 - 128 for i in range(4000)]),
+        ("UINT8", [i % 256 for i in range(4000)]),
+        ("UINT64", [2**64 - 1 - i for i in range(4000)]),
+        ("INT32", [i for i in range(4000)]),
+    ],
+)
+def test_parse_reads_large_numeric_data_as_the_general_path_does(datatype, values):
+    raw = _large(datatype, values, rows=40)
+    assert len(raw) >= v2.FAST_PARSE_BYTES
+    fast = v2.parse(raw)
+    assert isinstance(fast["inputs"][0]["data"], np.ndarray)  # the simdjson path was taken
+    assert fast["id"] == "r1" and fast["parameters"] == {"p": [1, 2]} and fast["outputs"] == [{"name": "y"}]
+    sig = _typed_sig(datatype, 100)
+    got = v2.decode(fast, b"", sig, max_instances=100).inputs["x"]
+    want = v2.decode(orjson.loads(raw), b"", sig, max_instances=100).inputs["x"]
+    assert got.dtype == want.dtype and got.shape == want.shape == (40, 100)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_parse_reads_nested_data_row_major_and_counts_values():
+    rows = [[float(i * 100 + j) for j in range(100)] for i in range(40)]
+    fast = v2.parse(_large("FP32", rows, rows=40))
+    x = v2.decode(fast, b"", _typed_sig("FP32", 100), max_instances=100).inputs["x"]
+    np.testing.assert_array_equal(x, np.array(rows, dtype=np.float32))
+    short = v2.parse(_large("FP32", rows[:-1], rows=40))
+    with pytest.raises(InvalidInput, match="needs 4000 values, got 3900"):
+        v2.decode(short, b"", _typed_sig("FP32", 100), max_instances=100)
+
+
+@pytest.mark.parametrize(
+    "datatype,values,words",
+    [
+        ("FP32", [1.0] * 2000 + ["x"] + [1.0] * 1999, ["data[2000]", "expected a number", "string"]),
+        ("FP32", [1.0] * 2000 + [None] + [1.0] * 1999, ["data[2000]", "null"]),
+        ("INT32", [1] * 3999 + [2.5], ["data[3999]", "integer", "2.5"]),
+        ("INT8", [1] * 3999 + [300], ["data[3999]", "[-128, 127]", "300"]),
+        ("UINT8", [-1] + [1] * 3999, ["data[0]", "[0, 255]", "-1"]),
+        ("INT64", [1] * 3999 + [2**64 - 1], ["data[3999]", "integer"]),
+    ],
+)
+def test_parse_leaves_bad_values_to_the_general_errors(datatype, values, words):
+    raw = _large(datatype, values, rows=40)
+    with pytest.raises(InvalidInput) as e:
+        v2.decode(v2.parse(raw), b"", _typed_sig(datatype, 100), max_instances=100)
+    assert all(w in e.value.message for w in words), e.value.message
+    # the parser is reused: a later body still parses
+    assert isinstance(v2.parse(_large("FP32", [1.0] * 4000, rows=40))["inputs"][0]["data"], np.ndarray)
+
+
+def test_parse_falls_back_for_nan_bools_and_invalid_json():
+    nan = _large("FP32", [1.0] * 4000, rows=40).replace(b"1.0,", b"NaN,", 1)
+    x = v2.decode(v2.parse(nan), b"", _typed_sig("FP32", 100), max_instances=100).inputs["x"]
+    assert np.isnan(x[0, 0]) and x[0, 1] == 1.0
+    flags = v2.parse(_large("BOOL", [True, False] * 2000, rows=40))
+    assert flags["inputs"][0]["data"][:2] == [True, False]
+    with pytest.raises(InvalidInput, match="invalid JSON"):
+        v2.parse(_large("FP32", [1.0] * 4000, rows=40)[:-1])
+    assert v2.parse(b"[" + b"1," * 5000 + b"1]") == [1] * 5001
