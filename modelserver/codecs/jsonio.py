@@ -51,7 +51,12 @@ def _plain(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> bytes:
-    """Serialize a response; numpy arrays go straight through, non-finite floats as NaN/Infinity."""
-    if _has_nonfinite(obj):
+    """Serialize a response; numpy arrays go straight through, non-finite floats as NaN/Infinity.
+
+    orjson writes a non-finite float as ``null``, so only an answer with ``null`` in it is searched
+    for them (and, if it has any, written again by the stdlib).
+    """
+    out = orjson.dumps(obj, option=_OPTS, default=_plain)
+    if b"null" in out and _has_nonfinite(obj):
         return json.dumps(obj, default=_plain, separators=(",", ":")).encode()
-    return orjson.dumps(obj, option=_OPTS, default=_plain)
+    return out
