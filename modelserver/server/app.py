@@ -28,6 +28,7 @@ from modelserver.runtime.repository import Loader, ModelRepository, detect_forma
 from modelserver.server import openai, pages, v1, v2
 from modelserver.server.base import NotFoundHandler
 from modelserver.server.context import ServerContext
+from modelserver.server.exchange import Exchange, Router
 from modelserver.settings import Settings
 from modelserver.workers import WorkerGroup
 
@@ -42,7 +43,8 @@ HARD_BODY_LIMIT = 1 << 40
 
 class Route(NamedTuple):
     pattern: str
-    handler: type[tornado.web.RequestHandler]
+    #: a tornado handler, or an Exchange for the inference POSTs (served below tornado.web)
+    handler: type[tornado.web.RequestHandler] | type[Exchange]
     docs: tuple[Endpoint, ...]
     #: the handler instead when the server's protocol is openai (``GET /v1/models`` answers in
     #: OpenAI form then)
@@ -141,24 +143,22 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-#: tried first: the inference paths, which match no other route; the rest keep the table's order
-FIRST = (v1.PredictHandler, v2.InferHandler)
-
-
-def make_app(ctx: ServerContext) -> tornado.web.Application:
-    routes = [r for r in ROUTES if r.handler in FIRST and r.pattern.startswith("/v")]
-    routes += [r for r in ROUTES if r not in routes]
-    return tornado.web.Application(
+def make_app(ctx: ServerContext) -> Router:
+    """The server's request delegate: the inference exchanges (matched by path alone: their patterns
+    match no other route), then a tornado Application with every other route in the table's order."""
+    exchanges = [(r.pattern, r.handler) for r in ROUTES if issubclass(r.handler, Exchange)]
+    app = tornado.web.Application(
         [
             (r.pattern, r.openai_handler if r.openai_handler and ctx.settings.protocol == "openai" else r.handler,
              {"ctx": ctx})
-            for r in routes
+            for r in ROUTES if not issubclass(r.handler, Exchange)
         ],
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},
         endpoints=[e for r in ROUTES for e in r.docs],
         compress_response=False,
     )
+    return Router(ctx, exchanges, app)
 
 
 def make_loader(settings: Settings) -> Loader:

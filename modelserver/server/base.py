@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import tornado.web
+from tornado.httputil import HTTPHeaders
 
 from modelserver.codecs import jsonio
 from modelserver.errors import ModelServerError, NotFound, PayloadTooLarge
@@ -29,6 +30,52 @@ _ids = itertools.count(1)
 
 def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ids):016x}"
+
+
+# -- what every request goes through, on a RequestHandler or an Exchange -------------------------
+def admit(ctx: ServerContext, headers: HTTPHeaders, needs_auth: bool) -> None:
+    """The API key (when keys are set and the endpoint needs one) and the declared body size."""
+    if needs_auth:
+        ctx.check_key(headers.get("Authorization"), headers.get("X-API-Key"))
+    length = headers.get("Content-Length")
+    limit = ctx.settings.max_body_bytes
+    if length and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit} bytes")
+
+
+def body_over_limit(ctx: ServerContext, size: int) -> PayloadTooLarge | None:
+    """The error for a streamed body that has grown past the limit, else None."""
+    limit = ctx.settings.max_body_bytes
+    return PayloadTooLarge(f"request body is over the limit of {limit} bytes") if size > limit else None
+
+
+def close_after_answer(connection: object) -> None:
+    """While draining: close the connection after this answer ("Connection: close"), so keep-alive
+    clients reconnect, through the Service, to a pod that is not going away."""
+    if connection is not None and hasattr(connection, "_disconnect_on_finish"):
+        setattr(connection, "_disconnect_on_finish", True)  # noqa: B010 - tornado's own flag
+
+
+def account(
+    ctx: ServerContext, model: str, protocol: str, endpoint: str, status: int, started: float,
+    request_id: str, method: str, path: str, bytes_in: int,
+) -> None:
+    """A finished request: its metrics, and its access-log line (health checks only when they fail)."""
+    elapsed = time.perf_counter() - started
+    ctx.metrics.request_done(model, protocol, endpoint, status, elapsed)
+    if (endpoint != "health" or status >= 400) and access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "status": status,
+                "ms": round(elapsed * 1000, 2),
+                "model": model,
+                "bytes_in": bytes_in,
+            },
+        )
 
 
 @tornado.web.stream_request_body
@@ -56,27 +103,17 @@ class BaseHandler(tornado.web.RequestHandler):
         if self.ctx.worker_id:
             self.set_header("X-Modelserver-Worker", self.ctx.worker_id)
         if self.ctx.draining:
-            # Close the connection after this answer ("Connection: close"), so keep-alive clients
-            # reconnect, through the Service, to a pod that is not going away.
-            conn = self.request.connection
-            if conn is not None and hasattr(conn, "_disconnect_on_finish"):
-                setattr(conn, "_disconnect_on_finish", True)  # noqa: B010 - tornado's own flag
-        if self.needs_auth:
-            h = self.request.headers
-            self.ctx.check_key(h.get("Authorization"), h.get("X-API-Key"))
-        length = self.request.headers.get("Content-Length")
-        limit = self.ctx.settings.max_body_bytes
-        if length and length.isdigit() and int(length) > limit:
-            raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit} bytes")
+            close_after_answer(self.request.connection)
+        admit(self.ctx, self.request.headers, self.needs_auth)
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished:
             return
         self._size += len(chunk)
-        limit = self.ctx.settings.max_body_bytes
-        if self._size > limit:
+        too_large = body_over_limit(self.ctx, self._size)
+        if too_large is not None:
             self._chunks = []
-            self.fail(PayloadTooLarge(f"request body is over the limit of {limit} bytes"))
+            self.fail(too_large)
             return
         self._chunks.append(chunk)
 
@@ -141,23 +178,10 @@ class BaseHandler(tornado.web.RequestHandler):
     def on_finish(self) -> None:
         if self._counted:
             self.ctx.in_flight -= 1
-        elapsed = time.perf_counter() - self._started
-        status = self.get_status()
-        model = self.model_label
-        self.ctx.metrics.request_done(model, self.protocol, self.endpoint, status, elapsed)
-        if (self.endpoint != "health" or status >= 400) and access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "request",
-                extra={
-                    "request_id": getattr(self, "request_id", ""),
-                    "method": self.request.method,
-                    "path": self.request.path,
-                    "status": status,
-                    "ms": round(elapsed * 1000, 2),
-                    "model": model,
-                    "bytes_in": self._size,
-                },
-            )
+        account(
+            self.ctx, self.model_label, self.protocol, self.endpoint, self.get_status(), self._started,
+            getattr(self, "request_id", ""), self.request.method or "", self.request.path, self._size,
+        )
 
 
 class NotFoundHandler(BaseHandler):

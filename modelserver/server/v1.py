@@ -8,7 +8,7 @@ from modelserver.codecs import v1 as codec
 from modelserver.codecs import v2 as v2codec
 from modelserver.runtime.base import Servable, Signature, TensorSpec
 from modelserver.runtime.repository import AVAILABLE, FAILED, ModelEntry
-from modelserver.server.inference import InferenceHandler
+from modelserver.server.inference import InferenceExchange, InferenceHandler
 from modelserver.server.v2 import answer_v2
 
 #: TensorFlow Serving's state names for our load states
@@ -20,13 +20,13 @@ TF_ENUM = {
 }
 
 
-class PredictHandler(InferenceHandler):
+class PredictHandler(InferenceExchange):
     """``POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict|:explain``, ``/predict``,
     ``/explain`` and ``/{signature}/predict``; the seed paths also take V2 and single-tensor bodies."""
 
     protocol = "v1"
 
-    async def handle_post(
+    async def post(  # type: ignore[override]
         self, model: str | None = None, version: str | None = None, label: str | None = None,
         verb: str = "predict", signature: str | None = None,
     ) -> None:

@@ -11,13 +11,13 @@ from modelserver.codecs.v1 import signature_name
 from modelserver.errors import NotReady
 from modelserver.runtime.base import Servable, Signature
 from modelserver.server.base import BaseHandler
-from modelserver.server.inference import InferenceHandler
+from modelserver.server.inference import InferenceExchange, InferenceHandler
 
 EXTENSIONS = ["binary_tensor_data"]
 
 
 async def answer_v2(
-    h: InferenceHandler, servable: Servable, sig: Signature, body: Any, binary: bytes, *, explain: bool
+    h: InferenceExchange, servable: Servable, sig: Signature, body: Any, binary: bytes, *, explain: bool
 ) -> None:
     """Decode, run and answer one V2 (or single-tensor) request; shared by every V2-speaking path."""
     limit = h.ctx.settings.max_instances
@@ -34,20 +34,18 @@ async def answer_v2(
     if not tail:
         return h.write_json(header)
     head = jsonio.dumps(header)
-    h.set_header("Content-Type", "application/octet-stream")
-    h.set_header(codec.HEADER_LENGTH, str(len(head)))
-    h.finish(head + tail)
+    h.respond(head + tail, content_type="application/octet-stream", headers={codec.HEADER_LENGTH: str(len(head))})
 
 
-class InferHandler(InferenceHandler):
+class InferHandler(InferenceExchange):
     """``POST /v2/models/{m}[/versions/{v}]/infer|explain``."""
 
     protocol = "v2"
 
-    async def handle_post(self, model: str, version: str | None = None, verb: str = "infer") -> None:
+    async def post(self, model: str, version: str | None = None, verb: str = "infer") -> None:  # type: ignore[override]
         self.endpoint = verb
         servable = self.servable(model, version)
-        head, tail = codec.split_binary(self.body, self.request.headers.get(codec.HEADER_LENGTH))
+        head, tail = codec.split_binary(self.body, self.headers.get(codec.HEADER_LENGTH))
         body = codec.parse(head)
         sig = self.signature(servable, signature_name(body))
         await answer_v2(self, servable, sig, body, tail, explain=verb == "explain")
