@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -160,6 +161,29 @@ def _from_binary(raw: bytes, dt: dtypes.DType, count: int, where: str) -> np.nda
     return np.frombuffer(raw, dtype=dt.numpy.newbyteorder("<")).astype(dt.numpy, copy=False)
 
 
+def _leaves(value: list[Any]) -> Iterator[Any]:
+    for v in value:
+        if type(v) is list:
+            yield from _leaves(v)
+        else:
+            yield v
+
+
+def data_values(data: Any, dt: dtypes.DType, where: str) -> np.ndarray:
+    """A tensor's ``data`` as a flat array. Nested lists are read in row-major order and need not be
+    rectangular (as Triton reads them, and as ``parse`` reads large bodies): the caller checks the
+    count against the shape. A bad value is reported by its place in the nesting."""
+    try:
+        return to_array(data, dt, where).reshape(-1)
+    except InvalidInput as nested_error:
+        if not (type(data) is list and any(type(v) is list for v in data)):
+            raise
+        try:
+            return to_array(list(_leaves(data)), dt, where).reshape(-1)
+        except InvalidInput:
+            raise nested_error from None
+
+
 def decode_tensor(
     t: Any, i: int, sig: Signature, binary: memoryview, offset: int, where: str
 ) -> tuple[str, np.ndarray, int]:
@@ -198,7 +222,7 @@ def decode_tensor(
     else:
         if "data" not in t:
             raise InvalidInput(f"{where}: missing field 'data'")
-        flat = to_array(t["data"], dt, f"{where}.data").reshape(-1)
+        flat = data_values(t["data"], dt, f"{where}.data")
     if flat.size != count:
         raise InvalidInput(f"{where}: shape {fmt_shape(shape)} needs {count} values, got {flat.size}")
     return name, flat.reshape(shape), offset

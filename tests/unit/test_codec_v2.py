@@ -193,3 +193,19 @@ def test_parse_falls_back_for_nan_bools_and_invalid_json():
     with pytest.raises(InvalidInput, match="invalid JSON"):
         v2.parse(_large("FP32", [1.0] * 4000, rows=40)[:-1])
     assert v2.parse(b"[" + b"1," * 5000 + b"1]") == [1] * 5001
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_nested_data_is_read_row_major_whatever_the_nesting(large):
+    """As Triton reads it, and alike for small bodies (orjson) and large ones (simdjson)."""
+    pad = [[float(i)] for i in range(3996)] if large else []
+    data = [[1.0, 2.0], [3.0], [[4.0]], *pad]
+    raw = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 4 + len(pad)], "datatype": "FP32", "data": data}]})
+    assert (len(raw) >= v2.FAST_PARSE_BYTES) == large
+    sig = _typed_sig("FP32", 4 + len(pad))
+    x = v2.decode(v2.parse(raw), b"", sig, max_instances=10).inputs["x"]
+    assert x[0, :4].tolist() == [1.0, 2.0, 3.0, 4.0] and x.shape == (1, 4 + len(pad))
+    bad = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 4 + len(pad)], "datatype": "FP32",
+                                    "data": [[1.0, 2.0], [3.0, "z"], *pad]}]})
+    with pytest.raises(InvalidInput, match=r"data\[1\]\[1\]: expected a number"):
+        v2.decode(v2.parse(bad), b"", sig, max_instances=10)
