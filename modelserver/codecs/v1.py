@@ -89,21 +89,21 @@ def decode(body: Any, sig: Signature, *, max_instances: int) -> V1Request:
 
 
 def _decode_rows(instances: Any, sig: Signature, max_instances: int) -> V1Request:
-    if not isinstance(instances, list):
+    if not isinstance(instances, (list, np.ndarray)):  # an array when the body's parser read it as one
         raise InvalidInput(f"instances: expected a list, got {type(instances).__name__}")
-    if not instances:
+    if not len(instances):
         raise InvalidInput("instances: expected at least one instance, got an empty list")
     if len(instances) > max_instances:
         raise InvalidInput(f"instances: at most {max_instances} per request, got {len(instances)}")
     first = instances[0]
     named = len(sig.inputs) > 1 or (isinstance(first, dict) and not _is_b64(first))
-    columns: dict[str, tuple[list[Any], str]] = {}
+    columns: dict[str, tuple[list[Any] | np.ndarray, str]] = {}
     if named:
         for i, inst in enumerate(instances):
             if not isinstance(inst, dict) or _is_b64(inst):
+                got = "list" if isinstance(inst, (list, np.ndarray)) else type(inst).__name__
                 raise InvalidInput(
-                    f"instances[{i}]: expected an object with inputs {sorted(sig.input_names)}, "
-                    f"got {type(inst).__name__}"
+                    f"instances[{i}]: expected an object with inputs {sorted(sig.input_names)}, got {got}"
                 )
             check_names(set(inst), sig, f"instances[{i}]")
         for spec in sig.inputs:
@@ -131,7 +131,7 @@ def _decode_rows(instances: Any, sig: Signature, max_instances: int) -> V1Reques
     return V1Request(ROW, batches, whole=True, named=named)  # type: ignore[arg-type]
 
 
-def _column(values: list[Any], spec: TensorSpec, suffix: str) -> tuple[str, Any]:
+def _column(values: list[Any] | np.ndarray, spec: TensorSpec, suffix: str) -> tuple[str, Any]:
     """One input's instances: ("row", stacked array) or ("whole", [array per instance])."""
     dt = spec.dtype
     row_spec = _row_shape(spec)
@@ -145,6 +145,8 @@ def _column(values: list[Any], spec: TensorSpec, suffix: str) -> tuple[str, Any]
         if spec.shape is not None and fits(arr.shape[1:], spec.shape):
             return "whole", list(arr)
     # Slow path: look at each instance to name the first one that does not fit.
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
     mode: str | None = None
     per_instance: list[np.ndarray] = []
     for i, v in enumerate(values):

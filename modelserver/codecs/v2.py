@@ -12,13 +12,11 @@ import struct
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import simdjson
 
 from modelserver import dtypes
-from modelserver.codecs import jsonio
 from modelserver.codecs.tensors import check_batch, fits, fmt_shape, jsonable, to_array
 from modelserver.errors import InvalidInput
 from modelserver.runtime.base import Signature, Tensors
@@ -34,71 +32,6 @@ class V2Request:
     #: requested outputs in order (None: all), with whether each is wanted as binary
     outputs: list[tuple[str, bool]] | None = None
     binary_default: bool = False
-
-
-#: bodies at least this long are parsed with simdjson (below it orjson is as fast)
-FAST_PARSE_BYTES = 8192
-#: simdjson reads numbers of these V2 datatypes straight into a buffer of this C type
-_BUFFER_TYPE: dict[str, Literal["d", "i", "u"]] = {
-    "FP16": "d", "FP32": "d", "FP64": "d",
-    "INT8": "i", "INT16": "i", "INT32": "i", "INT64": "i",
-    "UINT8": "i", "UINT16": "i", "UINT32": "i", "UINT64": "u",
-}
-_NUMPY_BUFFER = {"d": np.float64, "i": np.int64, "u": np.uint64}
-_parser = simdjson.Parser()
-
-
-def parse(body: bytes) -> Any:
-    """A V2 JSON body as Python values, with each input's numeric ``data`` as a flat ndarray.
-
-    A large body is parsed with simdjson, which reads a list of numbers into a buffer of doubles
-    or 64-bit integers without making a Python object per number (``orjson`` and a list-to-array
-    conversion take about twice as long). Nested ``data`` is read in row-major order, as Triton
-    reads it; the shape check counts the values. Anything the fast path does not take (a small
-    body, ``NaN``, booleans, strings, invalid JSON) goes through ``jsonio.loads``, which also words
-    the errors.
-    """
-    if len(body) >= FAST_PARSE_BYTES:
-        fast = _parse_fast(body)
-        if fast is not None:
-            return fast
-    return jsonio.loads(body)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, simdjson.Object):
-        return value.as_dict()
-    if isinstance(value, simdjson.Array):
-        return value.as_list()
-    return value
-
-
-def _parse_fast(body: bytes) -> dict[str, Any] | None:
-    """simdjson's reading of a V2 body, or None to take the general path. Returns only plain values,
-    so no proxy into the parser outlives the call (the parser is reused)."""
-    try:
-        doc = _parser.parse(body)
-        inputs = doc.get("inputs") if isinstance(doc, simdjson.Object) else None
-        if not isinstance(doc, simdjson.Object) or not isinstance(inputs, simdjson.Array):
-            return None
-        out = {key: _plain(doc[key]) for key in doc.keys() if key != "inputs"}
-        tensors: list[Any] = []
-        for t in inputs:
-            if not isinstance(t, simdjson.Object):
-                tensors.append(_plain(t))
-                continue
-            tensor = {key: _plain(t[key]) for key in t.keys() if key != "data"}
-            data = t.get("data")
-            kind = _BUFFER_TYPE.get(tensor.get("datatype"))  # type: ignore[arg-type]
-            if isinstance(data, simdjson.Array) and kind is not None:
-                tensor["data"] = np.frombuffer(data.as_buffer(of_type=kind), dtype=_NUMPY_BUFFER[kind])
-            elif "data" in t:
-                tensor["data"] = _plain(data)
-            tensors.append(tensor)
-        out["inputs"] = tensors
-        return out
-    except (ValueError, TypeError, RuntimeError):  # not JSON, NaN, a non-number in data: the general path
-        return None
 
 
 def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -171,7 +104,7 @@ def _leaves(value: list[Any]) -> Iterator[Any]:
 
 def data_values(data: Any, dt: dtypes.DType, where: str) -> np.ndarray:
     """A tensor's ``data`` as a flat array. Nested lists are read in row-major order and need not be
-    rectangular (as Triton reads them, and as ``parse`` reads large bodies): the caller checks the
+    rectangular (as Triton reads them, and as ``fastparse`` reads large bodies): the caller checks the
     count against the shape. A bad value is reported by its place in the nesting."""
     try:
         return to_array(data, dt, where).reshape(-1)

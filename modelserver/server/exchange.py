@@ -125,9 +125,6 @@ class Exchange(httputil.HTTPMessageDelegate):
     def body(self) -> bytes:
         return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
 
-    def json_body(self) -> Any:
-        return jsonio.loads(self.body)
-
     async def post(self, **kwargs: Any) -> None:
         raise MethodNotAllowed(f"POST is not served on {self.path}")
 

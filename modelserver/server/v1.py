@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelserver.codecs import fastparse
 from modelserver.codecs import v1 as codec
 from modelserver.codecs import v2 as v2codec
 from modelserver.runtime.base import Servable, Signature, TensorSpec
@@ -32,7 +33,7 @@ class PredictHandler(InferenceExchange):
     ) -> None:
         self.endpoint = verb
         servable = self.servable(model, version, label)
-        body = self.json_body()
+        body = fastparse.loads(self.body)
         if model is None and (v2codec.is_v2(body) or v2codec.is_single_tensor(body)):
             self.protocol = "v2"
             sig = self.signature(servable, signature or codec.signature_name(body))

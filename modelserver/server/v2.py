@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelserver import __version__
-from modelserver.codecs import jsonio
+from modelserver.codecs import fastparse, jsonio
 from modelserver.codecs import v2 as codec
 from modelserver.codecs.v1 import signature_name
 from modelserver.errors import NotReady
@@ -46,7 +46,7 @@ class InferHandler(InferenceExchange):
         self.endpoint = verb
         servable = self.servable(model, version)
         head, tail = codec.split_binary(self.body, self.headers.get(codec.HEADER_LENGTH))
-        body = codec.parse(head)
+        body = fastparse.loads(head)
         sig = self.signature(servable, signature_name(body))
         await answer_v2(self, servable, sig, body, tail, explain=verb == "explain")
 

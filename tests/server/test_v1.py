@@ -150,3 +150,22 @@ def test_explain_named_instances_keep_their_names(multi):
     got = post(server, "/v1/models/multi:explain", body)["explanations"]
     assert list(got[0]) == ["x"]  # only float inputs are attributed
     assert sum(got[0]["x"]) == pytest.approx(12.0, rel=1e-3)  # total = 2 * (1 + 2 + 3), linear in x
+
+
+def test_large_bodies_match_in_process(iris, iris_path):
+    """Bodies past fastparse's threshold (read by simdjson) answer as small ones do."""
+    rows = np.round(np.random.default_rng(1).random((600, 4)) * 7, 3)
+    want = models.in_process(iris_path / "1", features=rows.astype(np.float32))["probabilities"]
+    for path, body, key in [
+        ("/v1/models/iris:predict", {"instances": rows.tolist()}, "predictions"),
+        ("/predict", {"inputs": rows.tolist()}, "outputs"),
+        ("/v2/models/iris/infer", {"inputs": [{"name": "features", "shape": [600, 4], "datatype": "FP32",
+                                               "data": rows.ravel().tolist()}]}, "outputs"),
+    ]:
+        got = post(iris, path, body)[key]
+        got = got[0]["data"] if path.startswith("/v2") else got
+        np.testing.assert_allclose(np.reshape(got, want.shape), want, rtol=1e-6)
+    ragged = rows.tolist()
+    ragged[7] = ragged[7][:3]
+    r = requests.post(iris.url("/v1/models/iris:predict"), json={"instances": ragged}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"].startswith("instances[7]"), r.text
