@@ -170,7 +170,17 @@ def _numeric_nested(value: list[Any], as_float: bool = False) -> np.ndarray | No
 
     ``as_float`` (for float inputs): the flat list becomes doubles through ``array.array``, which
     takes only numbers and skips numpy's element-type discovery (about a quarter faster).
+    A small list of one or two levels (a few rows) goes to numpy whole, which is quicker there.
     """
+    first = value[0] if value else None
+    if len(value) <= 16 and (type(first) is not list or (len(first) <= 64 and (not first or type(first[0]) is not list))):
+        try:
+            small = np.array(value)
+        except (TypeError, OverflowError, ValueError):  # ragged
+            return None
+        if value and small.dtype.kind in "iuf":
+            return small
+        # else strings, nulls or integers past 64 bits: the level-at-a-time path below decides
     shape = [len(value)]
     level: list[Any] = value
     try:
