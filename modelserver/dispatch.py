@@ -14,11 +14,10 @@ thread and back costs about as much as the call, and nothing else is waiting for
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -225,6 +224,28 @@ def _settle(item: _Item, result: Tensors | Exception) -> None:
         item.future.set_result(result)
 
 
+class _Admission:
+    """``with dispatcher._slot:`` one of ``max_concurrent_requests`` places, or 429 before any work
+    starts (a class, not a generator context manager: it is entered once a request)."""
+
+    __slots__ = ("d",)
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.d = dispatcher
+
+    def __enter__(self) -> None:
+        d = self.d
+        if d.active >= d.settings.max_concurrent_requests:
+            raise Overloaded(
+                f"too many requests in progress ({d.active}, limit "
+                f"{d.settings.max_concurrent_requests}); retry shortly"
+            )
+        d.active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.d.active -= 1
+
+
 class Dispatcher:
     """Admission control, executor threads, per-signature batch queues and timeouts."""
 
@@ -234,33 +255,21 @@ class Dispatcher:
         threads = settings.model_threads or (os.cpu_count() or 1)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
         self.active = 0
+        self._slot = _Admission(self)
         self._queues: dict[tuple[str, int, str], _BatchQueue] = {}
-        self._costs: dict[tuple[str, int, str], CallCost] = {}
+        #: per signature: its call-time estimate, and whether requests to it can be merged
+        self._signatures: dict[tuple[str, int, str], tuple[CallCost, bool]] = {}
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking model function on an executor thread."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-
-    @contextlib.contextmanager
-    def _slot(self) -> Iterator[None]:
-        """Admission: one of ``max_concurrent_requests`` places, or 429 before any work starts."""
-        if self.active >= self.settings.max_concurrent_requests:
-            raise Overloaded(
-                f"too many requests in progress ({self.active}, limit "
-                f"{self.settings.max_concurrent_requests}); retry shortly"
-            )
-        self.active += 1
-        try:
-            yield
-        finally:
-            self.active -= 1
 
     def timed_out(self) -> RequestTimeout:
         return RequestTimeout(f"the model did not answer within {self.settings.timeout_seconds:g} seconds")
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on an executor thread within an admission slot and the timeout."""
-        with self._slot():
+        with self._slot:
             return await self._timed_call(fn)
 
     async def _timed_call(self, fn: Callable[[], T]) -> T:
@@ -279,27 +288,27 @@ class Dispatcher:
 
     async def predict(self, servable: Servable, signature: str, inputs: Tensors, rows: int) -> Tensors:
         """Outputs for one request's batch, merged with concurrent requests where possible."""
-        sig = servable.signatures[signature]
         key = (servable.name, servable.version, signature)
         sizes = self.metrics.model(servable.name)[0]
-        cost = self._costs.get(key)
-        if cost is None:
-            cost = self._costs[key] = CallCost()
+        known = self._signatures.get(key)
+        if known is None:
+            known = self._signatures[key] = (CallCost(), batchable(servable.signatures[signature]))
+        cost, merges = known
 
         def call() -> Tensors:
             return cost.timed(rows, lambda: servable.predict(signature, inputs))
 
-        if self.settings.batching and batchable(sig) and rows <= self.settings.max_batch_size:
+        if merges and self.settings.batching and rows <= self.settings.max_batch_size:
             queue = self._queues.get(key)
             if queue is None or queue.servable is not servable or queue.loop is not asyncio.get_running_loop():
                 queue = self._queues[key] = _BatchQueue(self, servable, signature, cost)
-            with self._slot():  # the queue's own timer answers RequestTimeout: no task per request
+            with self._slot:  # the queue's own timer answers RequestTimeout: no task per request
                 if not queue.busy and self.settings.max_latency_ms <= 0 and self._inline(cost, rows):
                     sizes.observe(rows)
                     return call()
                 return await queue.submit(inputs, rows)
         sizes.observe(rows)
-        with self._slot():
+        with self._slot:
             return call() if self._inline(cost, rows) else await self._timed_call(call)
 
     async def explain(self, servable: Servable, signature: str, inputs: Tensors, target: str | None) -> Tensors:
