@@ -41,7 +41,10 @@ class ModelAccess:
 
     async def run_batches(self, servable: Servable, sig: Signature, batches: list[Tensors]) -> list[Tensors]:
         d = self.ctx.dispatcher
-        return [await d.predict(servable, sig.name, batch, batch_rows(batch)) for batch in batches]
+        results = []
+        for batch in batches:  # a loop, not an async comprehension: one coroutine less per request
+            results.append(await d.predict(servable, sig.name, batch, batch_rows(batch)))
+        return results
 
     async def explain_batches(self, servable: Servable, sig: Signature, batches: list[Tensors], target: Any) -> list[Tensors]:
         if target is not None and not isinstance(target, str):
