@@ -13,10 +13,11 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import tornado.httpserver
 import tornado.ioloop
+import tornado.iostream
 import tornado.web
 
 from modelserver.dispatch import Dispatcher
@@ -221,11 +222,29 @@ def start_draining(ctx: ServerContext) -> None:
         log.info("draining", extra={"in_flight": ctx.in_flight})
 
 
+class _HTTPServer(tornado.httpserver.HTTPServer):
+    """tornado's HTTP server with Nagle's algorithm off for good on every connection.
+
+    tornado turns it off to send each answer and back on after it: two system calls a request, each
+    a moment for a model thread to take the GIL from the IO loop. Answers are written whole (and
+    streamed events are wanted at once), so there is nothing for Nagle to merge.
+    """
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple[Any, ...]) -> None:
+        stream.set_nodelay(True)
+        stream.set_nodelay = _keep_nodelay  # type: ignore[method-assign]
+        super().handle_stream(stream, address)
+
+
+def _keep_nodelay(value: bool) -> None:
+    """tornado's per-answer toggle, ignored: the connection keeps TCP_NODELAY on."""
+
+
 async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) -> None:
     """Listen (or serve on ``sockets`` bound by a parent process), load the models in the background;
     on SIGTERM finish in-flight requests and return."""
     s = ctx.settings
-    server = tornado.httpserver.HTTPServer(make_app(ctx), max_body_size=HARD_BODY_LIMIT)
+    server = _HTTPServer(make_app(ctx), max_body_size=HARD_BODY_LIMIT)
     if sockets is None:
         server.listen(s.port, s.host)
     else:
