@@ -8,9 +8,11 @@
 2. builds the same SavedModels for every server (``bench/models.py``);
 3. starts every server on 127.0.0.1, then runs each case on each server in turn (so the servers
    compared in a case see the same load on the machine): checks the answer, drives it with wrk
-   for a bounded time, and reads each server's RSS at the end;
-4. prints a table of req/s, p50 and p99 with the ratios against the targets, and writes it to
-   ``bench/results/latest.md`` with the load average seen during each case.
+   for a bounded time, and reads each server's RSS at the end; all of that in several rounds
+   (``--rounds``, default 3), since a shared machine's speed drifts by 10-20% over minutes;
+4. prints a table of each server's median round (req/s, p50 and p99, with the range of the
+   rounds) and the ratios against the targets, and writes it to ``bench/results/latest.md`` with
+   the load average seen when each case began.
 
 Nothing is asserted: the numbers depend on the machine and on what else runs on it.
 """
@@ -220,6 +222,24 @@ class Result:
     p99_ms: float
     errors: int
     load: str
+    #: the lowest and highest req/s of this case's rounds on this server (the row is the median round)
+    low: float = 0.0
+    high: float = 0.0
+
+
+def medians(runs: list[Result]) -> list[Result]:
+    """One row per case and server: its median round by req/s, with the range of all its rounds."""
+    groups: dict[tuple[str, str], list[Result]] = {}
+    for r in runs:
+        groups.setdefault((r.case, r.server), []).append(r)
+    rows = []
+    for group in groups.values():
+        ordered = sorted(group, key=lambda r: r.rps)
+        mid = ordered[(len(ordered) - 1) // 2]
+        mid.low, mid.high = ordered[0].rps, ordered[-1].rps
+        mid.errors = sum(r.errors for r in group)
+        rows.append(mid)
+    return rows
 
 
 def check(url: str, body: Path | None, key: str) -> list[float]:
@@ -248,13 +268,14 @@ def wrk(url: str, body: Path | None, conns: int, seconds: int) -> dict[str, floa
 
 
 def measure(case: str, server: Server, path: str, body: Path | None, key: str, conns: int,
-            seconds: int, results: list[Result], reference: dict[str, list[float]]) -> None:
+            seconds: int, results: list[Result], reference: dict[str, list[float]], warm_up: bool) -> None:
     url = f"http://127.0.0.1:{server.port}{path}"
     first = check(url, body, key)
     if first and case in reference and not np.allclose(first, reference[case], rtol=1e-3, atol=1e-5):
         log(f"warning: {server.label} answers {first[:3]} for {case}, others {reference[case][:3]}")
     reference.setdefault(case, first)
-    wrk(url, body, conns, 2)  # warm-up, not recorded
+    if warm_up:
+        wrk(url, body, conns, 2)  # not recorded
     load = loadavg()
     s = wrk(url, body, conns, seconds)
     errors = int(s["non2xx"] + s["connect"] + s["read"] + s["write"] + s["timeout"])
@@ -288,7 +309,8 @@ def versions() -> str:
     return "; ".join(found)
 
 
-def report(results: list[Result], rss: dict[str, float], command: str, started: str, ended: str, seconds: int) -> str:
+def report(results: list[Result], rss: dict[str, float], command: str, started: str, ended: str, seconds: int,
+           rounds: int) -> str:
     lines = [
         f"Command: `{command}`  ",
         f"Run {started} to {ended} UTC on {os.cpu_count()} cores (wrk runs on the same machine); the load "
@@ -297,14 +319,16 @@ def report(results: list[Result], rss: dict[str, float], command: str, started: 
         "modelserver runs with `--log-level warning` (no access log), KServe with "
         "`--enable_latency_logging False --configure_logging False`; MLServer with `parallel_workers: 0`, "
         "with and without adaptive batching (max_batch_size 32, max_batch_time 2 ms). "
-        f"Each case: a 2 s warm-up, then {seconds} s measured.",
+        f"Each case: a 2 s warm-up, then {rounds} rounds of {seconds} s on every server in turn; each row is "
+        "the server's median round (its req/s, p50 and p99), with the range of its rounds' req/s beside it, "
+        "and the errors of all its rounds.",
         "",
-        "| case | server | processes | conns | req/s | p50 ms | p99 ms | errors | load avg |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| case | server | processes | conns | req/s | rounds' req/s | p50 ms | p99 ms | errors | load avg |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
-        lines.append(f"| {r.case} | {r.server} | {r.processes} | {r.conns} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-                     f"{r.errors} | {r.load} |")
+        lines.append(f"| {r.case} | {r.server} | {r.processes} | {r.conns} | {r.rps:.0f} | {r.low:.0f}-{r.high:.0f} | "
+                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.load} |")
     lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
 
     def target(text: str, value: float | None, goal: float, higher: bool = True, fmt: str = "{:.2f}x") -> None:
@@ -363,11 +387,13 @@ WRK = "wrk"
 def main() -> int:
     global WRK
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=int, default=10, help="measured seconds per case (after a 2 s warm-up)")
+    p.add_argument("--seconds", type=int, default=6, help="measured seconds per case and round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of every case on every server; rows are medians")
     p.add_argument("--only", default="", help="comma-separated servers to run (modelserver,kserve,mlserver,hello)")
     p.add_argument("--out", default=str(HERE / "results" / "latest.md"), help="where to write the table")
     args = p.parse_args()
     seconds = max(1, min(args.seconds, 60))  # every load run is bounded
+    rounds = max(1, min(args.rounds, 9))
     only = set(filter(None, args.only.split(",")))
 
     def want(name: str) -> bool:
@@ -431,16 +457,22 @@ def main() -> int:
             except Exception as e:  # report what ran; say plainly what did not
                 log(f"{server.label}: FAILED to start: {e}")
                 server.stop()
+        # rounds over the whole plan, so a spell of load on the machine touches every server alike
         order = ["hello", "mlp_b1_c64", "mlp_b1_c1", "img32_v1_nested", "img32_v2_flat"]
-        for name in order:
-            for server, cases, _ in running:
-                for case, path, body, key, conns in cases:
-                    if case != name:
-                        continue
-                    try:
-                        measure(case, server, path, b[body] if body else None, key, conns, seconds, results, reference)
-                    except Exception as e:
-                        log(f"{case} on {server.label}: FAILED: {e}")
+        runs: list[Result] = []
+        for round_ in range(rounds):
+            log(f"round {round_ + 1} of {rounds}")
+            for name in order:
+                for server, cases, _ in running:
+                    for case, path, body, key, conns in cases:
+                        if case != name:
+                            continue
+                        try:
+                            measure(case, server, path, b[body] if body else None, key, conns, seconds, runs,
+                                    reference, warm_up=round_ == 0)
+                        except Exception as e:
+                            log(f"{case} on {server.label}: FAILED: {e}")
+        results = medians(runs)
         for server, _, record in running:
             if record and server.proc is not None:
                 rss[server.label] = rss_mb(server.proc.pid)
@@ -449,7 +481,7 @@ def main() -> int:
             server.stop()
 
     ended = time.strftime("%H:%M", time.gmtime())
-    text = report(results, rss, command, started, ended, seconds)
+    text = report(results, rss, command, started, ended, seconds, rounds)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
