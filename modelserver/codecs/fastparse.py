@@ -18,6 +18,7 @@ invalid JSON) takes ``jsonio.loads`` and the codecs' general path, which also wo
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Literal
 
 import numpy as np
@@ -39,7 +40,8 @@ _NUMPY = {"d": np.float64, "i": np.int64, "u": np.uint64}
 _NUMBER_CHARS = b"0123456789+-.eE \t\r\n"
 _V1_TENSORS = ("instances", "inputs")
 
-_parser = simdjson.Parser()
+#: a parser per thread (a parser is reused, and its documents are only valid until its next parse)
+_local = threading.local()
 
 
 class _NotFast(Exception):
@@ -67,7 +69,10 @@ def _plain(value: Any) -> Any:
 def _loads_fast(body: bytes) -> dict[str, Any]:
     """simdjson's reading of the body. Returns only plain values and arrays, so no proxy into the
     parser outlives the call (the parser is reused)."""
-    doc = _parser.parse(body)
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = simdjson.Parser()
+    doc = parser.parse(body)
     if not isinstance(doc, simdjson.Object):
         raise _NotFast
     keys = list(doc.keys())
