@@ -43,10 +43,33 @@ def admit(ctx: ServerContext, headers: HTTPHeaders, needs_auth: bool) -> None:
         raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit} bytes")
 
 
-def body_over_limit(ctx: ServerContext, size: int) -> PayloadTooLarge | None:
-    """The error for a streamed body that has grown past the limit, else None."""
-    limit = ctx.settings.max_body_bytes
-    return PayloadTooLarge(f"request body is over the limit of {limit} bytes") if size > limit else None
+class BodyBuffer:
+    """A request body as its chunks arrive, refused once it grows past ``max_body_bytes``."""
+
+    __slots__ = ("chunks", "size", "limit")
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.limit = ctx.settings.max_body_bytes
+
+    def add(self, chunk: bytes) -> PayloadTooLarge | None:
+        """Keep a chunk; past the limit, drop what was kept and return the error to answer."""
+        self.size += len(chunk)
+        if self.size > self.limit:
+            self.chunks = []
+            return PayloadTooLarge(f"request body is over the limit of {self.limit} bytes")
+        self.chunks.append(chunk)
+        return None
+
+    @property
+    def data(self) -> bytes:
+        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+
+
+def error_headers(status: int) -> dict[str, str]:
+    """Headers an error answer carries besides its JSON body: when to retry an overloaded server."""
+    return {"Retry-After": "1"} if status == 429 else {}
 
 
 def close_after_answer(connection: object) -> None:
@@ -90,8 +113,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def initialize(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self.model_label = ""
-        self._chunks: list[bytes] = []
-        self._size = 0
+        self._body = BodyBuffer(ctx)
         self._started = time.perf_counter()
         self._counted = False
 
@@ -109,17 +131,13 @@ class BaseHandler(tornado.web.RequestHandler):
     def data_received(self, chunk: bytes) -> None:
         if self._finished:
             return
-        self._size += len(chunk)
-        too_large = body_over_limit(self.ctx, self._size)
+        too_large = self._body.add(chunk)
         if too_large is not None:
-            self._chunks = []
             self.fail(too_large)
-            return
-        self._chunks.append(chunk)
 
     @property
     def body(self) -> bytes:
-        return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        return self._body.data
 
     def json_body(self) -> Any:
         return jsonio.loads(self.body)
@@ -163,8 +181,8 @@ class BaseHandler(tornado.web.RequestHandler):
             message = "internal server error" if status_code >= 500 else self._reason
         self.clear_header("Content-Type")
         self.set_header("Content-Type", "application/json")
-        if status_code == 429:
-            self.set_header("Retry-After", "1")
+        for name, value in error_headers(status_code).items():
+            self.set_header(name, value)
         self.finish(jsonio.dumps(self.error_body(status_code, message, exc)))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
@@ -180,7 +198,7 @@ class BaseHandler(tornado.web.RequestHandler):
             self.ctx.in_flight -= 1
         account(
             self.ctx, self.model_label, self.protocol, self.endpoint, self.get_status(), self._started,
-            getattr(self, "request_id", ""), self.request.method or "", self.request.path, self._size,
+            getattr(self, "request_id", ""), self.request.method or "", self.request.path, self._body.size,
         )
 
 

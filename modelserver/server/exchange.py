@@ -27,7 +27,15 @@ from tornado import httputil
 
 from modelserver.codecs import jsonio
 from modelserver.errors import MethodNotAllowed, ModelServerError
-from modelserver.server.base import account, admit, body_over_limit, close_after_answer, error_log, new_request_id
+from modelserver.server.base import (
+    BodyBuffer,
+    account,
+    admit,
+    close_after_answer,
+    error_headers,
+    error_log,
+    new_request_id,
+)
 from modelserver.server.context import ServerContext
 
 #: status of a request whose client went away before its body was read (nginx's convention)
@@ -78,8 +86,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.path_kwargs = path_kwargs
         self.model_label = ""
         self.request_id = headers.get("X-Request-ID") or new_request_id()
-        self._chunks: list[bytes] = []
-        self._size = 0
+        self._body = BodyBuffer(ctx)
         self._started = time.perf_counter()
         self._answered = False
         self._task: asyncio.Task[None] | None = None
@@ -102,13 +109,9 @@ class Exchange(httputil.HTTPMessageDelegate):
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         if self._answered:  # refused already: the rest of the body is dropped
             return None
-        self._size += len(chunk)
-        too_large = body_over_limit(self.ctx, self._size)
+        too_large = self._body.add(chunk)
         if too_large is not None:
-            self._chunks = []
             self.fail(too_large)
-            return None
-        self._chunks.append(chunk)
         return None
 
     def finish(self) -> None:
@@ -123,7 +126,7 @@ class Exchange(httputil.HTTPMessageDelegate):
     # -- the request ----------------------------------------------------------------------------
     @property
     def body(self) -> bytes:
-        return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        return self._body.data
 
     async def post(self, **kwargs: Any) -> None:
         raise MethodNotAllowed(f"POST is not served on {self.path}")
@@ -166,7 +169,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.respond(jsonio.dumps(obj), status)
 
     def answer_error(self, status: int, message: str) -> None:
-        self.respond(jsonio.dumps({"error": message}), status, headers={"Retry-After": "1"} if status == 429 else None)
+        self.respond(jsonio.dumps({"error": message}), status, headers=error_headers(status))
 
     def fail(self, exc: ModelServerError) -> None:
         self.answer_error(exc.status, exc.message)
@@ -174,7 +177,7 @@ class Exchange(httputil.HTTPMessageDelegate):
     def _account(self, status: int) -> None:
         self.ctx.in_flight -= 1
         account(self.ctx, self.model_label, self.protocol, self.endpoint, status, self._started,
-                self.request_id, self.method, self.path, self._size)
+                self.request_id, self.method, self.path, self._body.size)
 
 
 class _Pick(httputil.HTTPMessageDelegate):
