@@ -176,3 +176,16 @@ def test_drain_signal_turns_readiness_off_and_closes_connections(start_server, i
     r = session.post(server.url("/predict"), json={"instances": [ROW]}, timeout=10)
     assert r.status_code == 200 and r.headers["Connection"] == "close"  # still serving, but moving clients on
     assert server.stop() == 0
+
+
+def test_overload_is_429_with_retry_after(start_server, model_dir):
+    server = start_server(models.slow(model_dir / "slow429", 1.0), "--max-concurrent-requests", "1", "--no-warmup")
+    url = server.url("/v1/models/slow429:predict")
+    first: dict[str, requests.Response] = {}
+    t = threading.Thread(target=lambda: first.update(r=requests.post(url, json={"instances": [[1.0]]}, timeout=20)))
+    t.start()
+    time.sleep(0.3)
+    r = requests.post(url, json={"instances": [[1.0]]}, timeout=10)
+    t.join()
+    assert r.status_code == 429 and r.headers["Retry-After"] == "1" and "too many requests" in r.json()["error"]
+    assert first["r"].status_code == 200
