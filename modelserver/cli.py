@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 from modelserver import __version__, demo
 from modelserver import settings as settings_mod
@@ -84,22 +81,8 @@ def _serve(args: argparse.Namespace) -> int:
     except (ModelLoadError, ValueError, OSError) as e:
         print(f"modelserver: {e}", file=sys.stderr)
         return 2
-    run_loop(app.serve(ctx), s.event_loop)
+    app.run_loop(app.serve(ctx), s.event_loop)
     return 0
-
-
-def run_loop(main: Coroutine[Any, Any, None], kind: str) -> None:
-    """Run the server on uvloop (faster at everything the IO loop does) or on asyncio's own loop."""
-    if kind != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            if kind == "uvloop":
-                raise
-        else:
-            uvloop.run(main)
-            return
-    asyncio.run(main)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from modelserver.errors import Overloaded, RequestTimeout
+from modelserver.interface import Servable, Signature, Tensors
 from modelserver.metrics import Metrics
-from modelserver.runtime.base import Servable, Signature, Tensors
 from modelserver.settings import Settings
 
 T = TypeVar("T")

@@ -1,10 +1,14 @@
 """The model server's error hierarchy; each class carries its HTTP status, the one place they map.
 
-Every failure a client can cause is raised as a ``ModelServerError`` subclass; the handlers turn it
-into a JSON body with the status below. Anything else that escapes a handler is a real bug (500).
+Every failure a client can cause is raised as a ``ModelServerError`` subclass. Each class carries
+what an answer needs: its HTTP status, its OpenAI ``type`` and ``code``, and headers of its own
+(``Retry-After`` on ``Overloaded``). ``server.errors.render_error`` turns any exception into an
+answer from these; anything else that escapes a handler is a real bug (500).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class ModelServerError(Exception):
@@ -15,6 +19,8 @@ class ModelServerError(Exception):
     code: str = "internal_error"
     #: the OpenAI error ``type`` of this class
     kind: str = "server_error"
+    #: headers every answer of this class carries besides its body
+    headers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -74,6 +80,7 @@ class Overloaded(ModelServerError):
     status = 429
     code = "rate_limit_exceeded"
     kind = "rate_limit_error"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
 
 
 class NotReady(ModelServerError):
@@ -98,3 +105,13 @@ class ModelLoadError(ModelServerError):
     status = 500
     code = "model_load_error"
 
+
+class ClientGone(ModelServerError):
+    """The client closed its connection before its answer: nobody is left to answer (499, nginx's code)."""
+
+    status = 499
+    code = "client_closed_request"
+    kind = "invalid_request_error"
+
+    def __init__(self, message: str = "the client closed the connection") -> None:
+        super().__init__(message)

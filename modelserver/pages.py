@@ -10,7 +10,7 @@ import html
 import json
 from typing import Any
 
-from modelserver.runtime.base import Servable, Signature, TensorSpec
+from modelserver.interface import Servable, Signature, TensorSpec
 
 
 def example_row(spec: TensorSpec, examples: dict[str, Any]) -> Any:

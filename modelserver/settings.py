@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from modelserver.contract import FORMATS, HTTP_PORT, PROTOCOLS
+
 ENV_PREFIX = "MODELSERVER_"
-PROTOCOLS = ("v1", "v2", "openai")
-FORMATS = ("auto", "tensorflow", "huggingface")
 
 
 def _setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
@@ -34,7 +34,7 @@ class Settings:
         choices=FORMATS,
     )
     host: str = _setting("127.0.0.1", "address to listen on (0.0.0.0 in containers)")
-    port: int = _setting(8080, "port to listen on")
+    port: int = _setting(HTTP_PORT, "port to listen on")
     protocol: str = _setting("v1", "protocol the home page presents first", choices=PROTOCOLS)
     signature: str = _setting("serving_default", "signature used when a request names none")
     version_labels: str = _setting("", "version labels, as 'stable=1,canary=2'")
@@ -101,6 +101,13 @@ class Settings:
 
 
 def env_name(name: str) -> str:
+    """The environment variable of a declared setting (``max_body_bytes``: ``MODELSERVER_MAX_BODY_BYTES``).
+
+    The operator sets the server's settings through these names; a name that is not declared here
+    is a KeyError, so a setting renamed on one side cannot be silently ignored on the other.
+    """
+    if name not in _NAMES:
+        raise KeyError(f"modelserver has no setting {name!r}")
     return ENV_PREFIX + name.upper()
 
 
@@ -114,6 +121,9 @@ def parse_value(kind: type, raw: str) -> Any:
             return False
         raise ValueError(f"expected true or false, got {raw!r}")
     return kind(raw)
+
+
+_NAMES = frozenset(f.name for f in fields(Settings))
 
 
 def _kind(f: Any) -> type:

@@ -32,7 +32,6 @@ import dataclasses
 import glob
 import logging
 import math
-import mmap
 import os
 import shutil
 import signal
@@ -45,6 +44,8 @@ from collections import deque
 from pathlib import Path
 from types import FrameType
 
+from modelserver.errors import ModelLoadError
+from modelserver.readiness import WorkerGroup
 from modelserver.settings import Settings
 
 log = logging.getLogger("modelserver.workers")
@@ -56,34 +57,6 @@ RESTART_WINDOW = 60.0
 EXIT_GRACE = 10.0
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 _PR_SET_PDEATHSIG = 1
-
-
-class WorkerGroup:
-    """What a worker knows of its siblings: its own index and every worker's readiness.
-
-    One byte per worker in an anonymous shared mapping made before the fork, so each worker reads
-    the others' flags without any message passing.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.index = -1
-        self._flags = mmap.mmap(-1, size)
-        self._all = b"\x01" * size
-
-    def set_ready(self, ready: bool) -> None:
-        if self.index >= 0:
-            self._flags[self.index] = 1 if ready else 0
-
-    def clear(self, index: int) -> None:
-        self._flags[index] = 0
-
-    @property
-    def ready_count(self) -> int:
-        return sum(self._flags[:])
-
-    def all_ready(self) -> bool:
-        return self._flags[:] == self._all
 
 
 def cpu_count() -> int:
@@ -103,13 +76,15 @@ def cpu_count() -> int:
 
 def is_generative(settings: Settings, path: Path) -> bool:
     """True when a version of the model is a Hugging Face causal LM (served by the generation engine)."""
-    from modelserver.runtime.hf.servable import GENERATIVE_SUFFIXES, architecture
-    from modelserver.runtime.repository import detect_format, discover_versions
+    from modelserver.runtime import formats
+    from modelserver.runtime.repository import discover_versions
 
     for version_dir in discover_versions(path).values():
-        fmt = settings.format if settings.format != "auto" else detect_format(version_dir)
-        if fmt == "huggingface" and architecture(version_dir).endswith(GENERATIVE_SUFFIXES):
-            return True
+        try:
+            if formats.choose(version_dir, settings.format).generative:
+                return True
+        except ModelLoadError:
+            continue  # reported when the workers load it, as a single server reports it
     return False
 
 
@@ -295,11 +270,10 @@ class Supervisor:
                 for s in socks:
                     s.close()
         self.group.index = index
-        from modelserver.cli import run_loop
         from modelserver.server import app
 
         ctx = app.build_context(self.settings, self.path, self.name, workers=self.group)
-        run_loop(app.serve(ctx, sockets=self.sockets[index]), self.settings.event_loop)
+        app.run_loop(app.serve(ctx, sockets=self.sockets[index]), self.settings.event_loop)
         for sig in FORWARDED:  # a late signal must not turn a clean exit into a failure
             signal.signal(sig, signal.SIG_IGN)
         return 0

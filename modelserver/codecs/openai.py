@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from modelserver.errors import InvalidInput
-from modelserver.runtime.hf.sampling import SamplingParams
+from modelserver.interface import SamplingParams
 
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_STOP = 4

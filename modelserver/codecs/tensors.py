@@ -17,7 +17,7 @@ import numpy as np
 
 from modelserver.dtypes import DType
 from modelserver.errors import InvalidInput
-from modelserver.runtime.base import Signature, Tensors
+from modelserver.interface import Signature, Tensors
 
 
 def fmt_shape(shape: tuple[int, ...] | list[int] | None) -> str:

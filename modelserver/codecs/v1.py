@@ -24,7 +24,7 @@ from modelserver.codecs.tensors import (
     walk_shape,
 )
 from modelserver.errors import InvalidInput
-from modelserver.runtime.base import Signature, Tensors, TensorSpec
+from modelserver.interface import Signature, Tensors, TensorSpec
 
 ROW, COLUMNAR = "row", "columnar"
 
@@ -60,17 +60,6 @@ def _describe_expected(spec: TensorSpec) -> str:
         f"shape {fmt_shape(_row_shape(spec))} (one row of input {spec.name!r}, "
         f"shape {fmt_shape(spec.shape)}) or a whole tensor of shape {fmt_shape(spec.shape)}"
     )
-
-
-def signature_name(body: Any) -> str | None:
-    """The signature a body names: V1's ``signature_name``, V2's ``parameters.signature_name``."""
-    if not isinstance(body, dict):
-        return None
-    params = body.get("parameters")
-    name = body.get("signature_name", params.get("signature_name") if isinstance(params, dict) else None)
-    if name is not None and (not isinstance(name, str) or not name):
-        raise InvalidInput(f"signature_name: expected a non-empty string, got {name!r}")
-    return name
 
 
 def decode(body: Any, sig: Signature, *, max_instances: int) -> V1Request:

@@ -19,7 +19,7 @@ import numpy as np
 from modelserver import dtypes
 from modelserver.codecs.tensors import check_batch, fits, fmt_shape, jsonable, to_array
 from modelserver.errors import InvalidInput
-from modelserver.runtime.base import Signature, Tensors
+from modelserver.interface import Signature, Tensors
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 

@@ -1,45 +1,27 @@
 """The served models: finding version directories, loading and warming them, resolving requests.
 
-A model path is either one model directory (a SavedModel, or a Hugging Face directory with
-config.json; version 1, or its own number if it is named like one) or a base directory of
-numbered versions (``MODEL/1``, ``MODEL/2``), as TensorFlow Serving lays them out. Every version is loaded; the highest answers when a request names none.
+A model path is either one model directory (any format of ``runtime.formats``: a SavedModel, or a
+Hugging Face directory with config.json; version 1, or its own number if it is named like one) or
+a base directory of numbered versions (``MODEL/1``, ``MODEL/2``), as TensorFlow Serving lays them
+out. Every version is loaded; the highest answers when a request names none.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from modelserver.errors import ModelLoadError, NotFound, NotReady
-from modelserver.runtime.base import Servable, Signature, Tensors
+from modelserver.interface import Servable, Signature, Tensors
+from modelserver.runtime.formats import Loader, is_model_dir
 
 log = logging.getLogger("modelserver.repository")
 
 LOADING, AVAILABLE, FAILED = "LOADING", "AVAILABLE", "FAILED"
-
-Loader = Callable[[str, int, Path], Servable]
-
-
-def is_savedmodel(path: Path) -> bool:
-    return (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()
-
-
-def is_huggingface(path: Path) -> bool:
-    return (path / "config.json").is_file()
-
-
-def detect_format(path: Path) -> str:
-    """``tensorflow`` or ``huggingface``, from the files in a model (or version) directory."""
-    return "huggingface" if not is_savedmodel(path) and is_huggingface(path) else "tensorflow"
-
-
-def is_model_dir(path: Path) -> bool:
-    return is_savedmodel(path) or is_huggingface(path)
 
 
 def discover_versions(path: Path) -> dict[int, Path]:

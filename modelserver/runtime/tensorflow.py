@@ -16,7 +16,7 @@ import numpy as np
 
 from modelserver import dtypes
 from modelserver.errors import InvalidInput, ModelLoadError
-from modelserver.runtime.base import Signature, Tensors, TensorSpec, get_signature
+from modelserver.interface import Signature, Tensors, TensorSpec, get_signature
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402

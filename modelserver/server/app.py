@@ -1,6 +1,8 @@
 """The route table, the tornado application, and the server's lifecycle (load, serve, drain, exit).
 
 The route table is the single source for both tornado's routing and the OpenAPI document.
+``build_context`` assembles one server process (repository, dispatcher, data plane, metrics);
+``serve`` runs it until SIGTERM; ``run_loop`` runs a coroutine on uvloop or asyncio.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,18 +23,19 @@ import tornado.ioloop
 import tornado.iostream
 import tornado.web
 
+from modelserver.contract import LIVE_PATH, READY_PATH
+from modelserver.dataplane import DataPlane
 from modelserver.dispatch import Dispatcher
-from modelserver.errors import ModelLoadError
 from modelserver.metrics import Metrics
 from modelserver.openapi import Endpoint
-from modelserver.runtime.base import Servable
-from modelserver.runtime.repository import Loader, ModelRepository, detect_format, is_huggingface, is_savedmodel
+from modelserver.readiness import WorkerGroup
+from modelserver.runtime import formats
+from modelserver.runtime.repository import ModelRepository
 from modelserver.server import openai, pages, v1, v2
 from modelserver.server.base import NotFoundHandler
 from modelserver.server.context import ServerContext
 from modelserver.server.exchange import Exchange, Router
 from modelserver.settings import Settings
-from modelserver.workers import WorkerGroup
 
 log = logging.getLogger("modelserver")
 
@@ -105,8 +109,8 @@ ROUTES: tuple[Route, ...] = (
          _ep("get", "/v1/models/{model}/versions/{version}", "v1", "status of a version"),
          _ep("get", "/v1/models/{model}/labels/{label}", "v1", "status of a labelled version")),
     ),
-    Route(r"/v2/health/live", v2.LiveHandler, (_ep("get", "/v2/health/live", "v2", "liveness"),)),
-    Route(r"/v2/health/ready", v2.ReadyHandler, (_ep("get", "/v2/health/ready", "v2", "readiness"),)),
+    Route(LIVE_PATH, v2.LiveHandler, (_ep("get", LIVE_PATH, "v2", "liveness"),)),
+    Route(READY_PATH, v2.ReadyHandler, (_ep("get", READY_PATH, "v2", "readiness"),)),
     Route(r"/v2", v2.ServerMetadataHandler, (_ep("get", "/v2", "v2", "server metadata"),)),
     Route(
         rf"/v2/models/{M}{VER}/(?P<verb>infer|explain)",
@@ -162,33 +166,6 @@ def make_app(ctx: ServerContext) -> Router:
     return Router(ctx, exchanges, app)
 
 
-def make_loader(settings: Settings) -> Loader:
-    """Load one version directory with the runtime its format (setting, or its files) calls for."""
-
-    def load(name: str, version: int, path: Path) -> Servable:
-        fmt = settings.format if settings.format != "auto" else detect_format(path)
-        if not (is_savedmodel(path) if fmt == "tensorflow" else is_huggingface(path)):
-            found = "a Hugging Face directory (config.json)" if fmt == "tensorflow" else "a SavedModel"
-            raise ModelLoadError(
-                f"{path} holds {found}, not the {fmt} format this server was told to load: set the format "
-                f"to {detect_format(path)} (--format, MODELSERVER_FORMAT, or spec.model.format) or auto"
-            )
-        if fmt == "huggingface":
-            from modelserver.runtime.hf.servable import GenerationLimits, load_hf
-
-            limits = GenerationLimits(
-                n_slots=settings.max_sequences,
-                max_len=settings.max_model_len or None,
-                max_waiting=settings.max_concurrent_requests,
-            )
-            return load_hf(name, version, path, limits)
-        from modelserver.runtime.tensorflow import load_savedmodel  # heavy import, off the IO loop
-
-        return load_savedmodel(name, version, path)
-
-    return load
-
-
 def build_context(settings: Settings, model_path: Path, name: str, workers: WorkerGroup | None = None) -> ServerContext:
     """Everything one server process needs; ``workers`` when it is one of several (``--workers``)."""
     if settings.tf_threads:
@@ -200,8 +177,7 @@ def build_context(settings: Settings, model_path: Path, name: str, workers: Work
     metrics = Metrics(multiprocess=workers is not None)
     return ServerContext(
         settings=settings,
-        repository=repository,
-        dispatcher=Dispatcher(settings, metrics),
+        plane=DataPlane(settings, repository, Dispatcher(settings, metrics)),
         metrics=metrics,
         api_keys=settings.api_key_set(),
         workers=workers,
@@ -249,7 +225,8 @@ async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) 
         server.listen(s.port, s.host)
     else:
         server.add_sockets(sockets)
-    where = {"host": s.host, "port": s.port, "models": list(ctx.repository.models)}
+    repository = ctx.plane.repository
+    where = {"host": s.host, "port": s.port, "models": list(repository.models)}
     if ctx.workers is not None:
         where.update(worker=ctx.workers.index, pid=os.getpid())
         # the in-flight gauge is a file shared with the other workers: sampled each second, not per request
@@ -262,18 +239,18 @@ async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) 
     loop.add_signal_handler(signal.SIGUSR1, lambda: start_draining(ctx))
 
     async def load() -> None:
-        await loop.run_in_executor(None, lambda: ctx.repository.load_all(make_loader(s), warmup=s.warmup))
+        await loop.run_in_executor(None, lambda: repository.load_all(formats.loader(s), warmup=s.warmup))
         # The loaded models (TensorFlow's graphs and functions) are hundreds of thousands of
         # long-lived objects: move them out of the collector's sight so that its full
         # collections, which run every so often under load, do not walk them each time.
-        for entry in ctx.repository.models.values():
+        for entry in repository.models.values():
             for vs in entry.versions.values():
                 engine = getattr(vs.servable, "engine", None)
                 if engine is not None:
                     ctx.metrics.watch_engine(entry.name, engine)
         gc.collect()
         gc.freeze()
-        if ctx.repository.ready and not ctx.draining:
+        if repository.ready and not ctx.draining:
             ctx.metrics.ready.set(1)
             if ctx.workers is not None:
                 ctx.workers.set_ready(True)
@@ -288,7 +265,20 @@ async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) 
     server.stop()
     await server.close_all_connections()
     loading.cancel()
-    ctx.repository.close()
-    ctx.dispatcher.shutdown()
+    repository.close()
+    ctx.plane.dispatcher.shutdown()
     log.info("stopped", extra={"unfinished": ctx.in_flight})
 
+
+def run_loop(main: Coroutine[Any, Any, None], kind: str) -> None:
+    """Run the server on uvloop (faster at everything the IO loop does) or on asyncio's own loop."""
+    if kind != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)

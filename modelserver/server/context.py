@@ -1,4 +1,5 @@
-"""What every handler shares: settings, the models, the dispatcher, metrics and lifecycle state."""
+"""What every transport shares in one server process: settings, the data plane, metrics, the API
+keys, and lifecycle state (in-flight requests, draining, sibling workers' readiness)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,18 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from modelserver.dispatch import Dispatcher
+from modelserver.contract import NotReadyReason
+from modelserver.dataplane import DataPlane
 from modelserver.errors import Unauthorized
 from modelserver.metrics import Metrics
-from modelserver.runtime.repository import ModelRepository
+from modelserver.readiness import WorkerGroup
 from modelserver.settings import Settings
-from modelserver.workers import WorkerGroup
 
 
 @dataclass
 class ServerContext:
     settings: Settings
-    repository: ModelRepository
-    dispatcher: Dispatcher
+    plane: DataPlane
     metrics: Metrics
     api_keys: frozenset[str] = field(default_factory=frozenset)
     draining: bool = False
@@ -41,7 +41,24 @@ class ServerContext:
     @property
     def ready(self) -> bool:
         """Models loaded, not draining, and (with several workers) every worker's models loaded."""
-        return self.repository.ready and not self.draining and (self.workers is None or self.workers.all_ready())
+        return self.plane.repository.ready and not self.draining and (self.workers is None or self.workers.all_ready())
+
+    def not_ready(self) -> tuple[str, str]:
+        """Why the server is not ready: a ``NotReadyReason`` code and a message for people."""
+        repo = self.plane.repository
+        failed = [
+            f"{e.name} version {v.version}: {v.error}" for e in repo.models.values() for v in e.versions.values() if v.error
+        ]
+        if failed:
+            return NotReadyReason.LOAD_FAILED, "model failed to load: " + "; ".join(failed)
+        if self.draining:
+            return NotReadyReason.DRAINING, "shutting down"
+        workers = self.workers
+        if workers is not None and repo.ready:
+            return NotReadyReason.WORKERS_LOADING, (
+                f"workers still loading their models: {workers.ready_count} of {workers.size} ready"
+            )
+        return NotReadyReason.LOADING, "models are not loaded yet"
 
     def check_key(self, authorization: str | None, api_key: str | None) -> None:
         """Accept ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` when keys are set."""

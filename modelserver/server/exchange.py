@@ -7,8 +7,8 @@ inference paths (V1 predict and explain, V2 infer and explain, the seed's ``/pre
 served by ``Exchange`` objects, tornado ``HTTPMessageDelegate`` s that the ``Router`` picks by path
 before ``tornado.web`` sees the request; every other request goes to the tornado Application.
 
-An exchange takes the same steps as a handler (``admit`` for keys and the body limit, ``account``
-for metrics and the access log, the error hierarchy's statuses with a JSON body), so a client
+An exchange holds the same ``RequestCycle`` as a handler (request id, keys, the body limit, drain,
+metrics and the access log) and writes its errors with the same ``render_error``, so a client
 cannot tell which kind served it.
 """
 
@@ -26,20 +26,11 @@ import tornado.web
 from tornado import httputil
 
 from modelserver.codecs import jsonio
-from modelserver.errors import MethodNotAllowed, ModelServerError
-from modelserver.server.base import (
-    BodyBuffer,
-    account,
-    admit,
-    close_after_answer,
-    error_headers,
-    error_log,
-    new_request_id,
-)
+from modelserver.dataplane import TensorCall
+from modelserver.errors import ClientGone, MethodNotAllowed, ModelServerError
 from modelserver.server.context import ServerContext
-
-#: status of a request whose client went away before its body was read (nginx's convention)
-CLIENT_GONE = 499
+from modelserver.server.errors import INTERNAL, log_unhandled, render_error
+from modelserver.server.pipeline import RequestCycle
 
 _date: tuple[int, str] = (0, "")
 
@@ -65,9 +56,9 @@ class Exchange(httputil.HTTPMessageDelegate):
     """One request and its answer; subclasses set ``protocol``/``endpoint`` and implement ``post``.
 
     Created when the request's headers arrive; the body is gathered (refused with 413 once it is
-    over the limit), then ``post`` runs as a task with the path's named groups as arguments. A
-    ``ModelServerError`` it raises becomes its status and ``{"error": message}``; anything else is
-    a bug, logged, and answered 500.
+    over the limit), then ``post`` runs as a task with the path's named groups as arguments. An
+    exception it raises is answered by ``render_error``: a ``ModelServerError`` by its class,
+    anything else as a bug, logged, and answered 500.
     """
 
     protocol = "other"
@@ -85,21 +76,17 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.headers = headers
         self.path_kwargs = path_kwargs
         self.model_label = ""
-        self.request_id = headers.get("X-Request-ID") or new_request_id()
-        self._body = BodyBuffer(ctx)
-        self._started = time.perf_counter()
+        self.cycle = RequestCycle(ctx, method, path, headers)
+        self.cycle.start(connection)
         self._answered = False
         self._task: asyncio.Task[None] | None = None
-        ctx.in_flight += 1
 
     # -- tornado's HTTPMessageDelegate ----------------------------------------------------------
     def headers_received(
         self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine, headers: httputil.HTTPHeaders
     ) -> Awaitable[None] | None:
-        if self.ctx.draining:
-            close_after_answer(self.connection)
         try:
-            admit(self.ctx, headers, self.needs_auth)
+            self.cycle.admit(headers, self.needs_auth)
             if self.method != "POST":
                 raise MethodNotAllowed(f"{self.method} is not served on {self.path}")
         except ModelServerError as e:
@@ -109,7 +96,7 @@ class Exchange(httputil.HTTPMessageDelegate):
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         if self._answered:  # refused already: the rest of the body is dropped
             return None
-        too_large = self._body.add(chunk)
+        too_large = self.cycle.body.add(chunk)
         if too_large is not None:
             self.fail(too_large)
         return None
@@ -121,12 +108,16 @@ class Exchange(httputil.HTTPMessageDelegate):
     def on_connection_close(self) -> None:
         if not self._answered and self._task is None:  # gone before its body was read
             self._answered = True
-            self._account(CLIENT_GONE)
+            self._close(ClientGone.status)
 
     # -- the request ----------------------------------------------------------------------------
     @property
     def body(self) -> bytes:
-        return self._body.data
+        return self.cycle.body.data
+
+    @property
+    def request_id(self) -> str:
+        return self.cycle.request_id
 
     async def post(self, **kwargs: Any) -> None:
         raise MethodNotAllowed(f"POST is not served on {self.path}")
@@ -136,12 +127,12 @@ class Exchange(httputil.HTTPMessageDelegate):
             await self.post(**self.path_kwargs)
         except ModelServerError as e:
             self.fail(e)
-        except Exception:
-            error_log.error("unhandled error", exc_info=True, extra={"request_id": self.request_id})
-            self.answer_error(500, "internal server error")
+        except Exception as e:
+            log_unhandled(e, self.request_id)
+            self.fail(e)
         if not self._answered:
-            error_log.error("no answer", extra={"request_id": self.request_id, "path": self.path})
-            self.answer_error(500, "internal server error")
+            log_unhandled(RuntimeError(f"no answer to {self.method} {self.path}"), self.request_id)
+            self.fail(RuntimeError(INTERNAL))
 
     # -- the answer -----------------------------------------------------------------------------
     def respond(
@@ -152,32 +143,26 @@ class Exchange(httputil.HTTPMessageDelegate):
         if self._answered:
             return
         self._answered = True
-        h = _Headers(
-            {"Content-Type": content_type, "Content-Length": str(len(body)), "Date": http_date(),
-             "X-Request-ID": self.request_id}
-        )
-        if self.ctx.worker_id:
-            h["X-Modelserver-Worker"] = self.ctx.worker_id
+        h = _Headers(self.cycle.answer_headers())
+        h["Content-Type"] = content_type
+        h["Content-Length"] = str(len(body))
+        h["Date"] = http_date()
         if headers:
             h.update(headers)
         line = httputil.ResponseStartLine("", status, httputil.responses.get(status, "Unknown"))
         self.connection.write_headers(line, cast(httputil.HTTPHeaders, h), body)
         self.connection.finish()
-        self._account(status)
+        self._close(status)
 
     def write_json(self, obj: Any, status: int = 200) -> None:
         self.respond(jsonio.dumps(obj), status)
 
-    def answer_error(self, status: int, message: str) -> None:
-        self.respond(jsonio.dumps({"error": message}), status, headers=error_headers(status))
+    def fail(self, exc: BaseException) -> None:
+        answer = render_error(exc)
+        self.respond(answer.body, answer.status, headers=answer.headers)
 
-    def fail(self, exc: ModelServerError) -> None:
-        self.answer_error(exc.status, exc.message)
-
-    def _account(self, status: int) -> None:
-        self.ctx.in_flight -= 1
-        account(self.ctx, self.model_label, self.protocol, self.endpoint, status, self._started,
-                self.request_id, self.method, self.path, self._body.size)
+    def _close(self, status: int) -> None:
+        self.cycle.close(status, self.model_label, self.protocol, self.endpoint)
 
 
 class _Pick(httputil.HTTPMessageDelegate):
@@ -244,3 +229,16 @@ class Router(httputil.HTTPServerConnectionDelegate):
                 kwargs = {k: unquote(v) if v and "%" in v else v for k, v in match.groupdict().items()}
                 return cls(self.ctx, conn, start_line.method, path, headers, kwargs)
         return None
+
+
+class InferenceExchange(Exchange):
+    """A tensor inference POST (predict, infer, explain): the call goes to the data plane."""
+
+    async def serve(self, call: TensorCall) -> None:
+        try:
+            answer = await self.ctx.plane.infer(call)
+        finally:
+            self.model_label = call.served_model
+            if call.answered:
+                self.protocol = call.answered
+        self.respond(answer.body, content_type=answer.content_type, headers=answer.headers)

@@ -1,9 +1,10 @@
-"""OpenAI-style handlers: completions, chat completions (both streamable), embeddings and models.
+"""The OpenAI-style transport: completions, chat completions (both streamable), embeddings and models.
 
 Bodies are checked by ``codecs.openai``; generation runs on the model's engine thread and its
 events come back to the IO loop through an ``asyncio.Queue``. Streaming answers are Server-Sent
 Events ending in ``data: [DONE]``; a client that goes away cancels its generation. Errors use the
-OpenAI envelope ``{"error": {"message", "type", "param", "code"}}``.
+OpenAI envelope ``{"error": {"message", "type", "param", "code"}}`` (``server.errors``). Models are
+reached through the data plane and the ``Generator`` and ``Embedder`` interfaces alone.
 """
 
 from __future__ import annotations
@@ -20,33 +21,19 @@ from tornado.iostream import StreamClosedError
 from modelserver.codecs import jsonio
 from modelserver.codecs import openai as codec
 from modelserver.codecs.openai import TokenLogprob
-from modelserver.errors import InvalidInput, ModelServerError, NotFound
-from modelserver.runtime.hf.engine import Event, Request
-from modelserver.runtime.hf.sampling import SamplingParams
-from modelserver.runtime.hf.servable import EMBED_SIGNATURE, Embedder, Generator
+from modelserver.errors import ClientGone, InvalidInput, NotFound
+from modelserver.interface import EMBED_SIGNATURE, Embedder, Event, Generator, SamplingParams, Servable
 from modelserver.server.base import BaseHandler
 from modelserver.server.context import ServerContext
-from modelserver.server.inference import InferenceHandler
-
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
-               405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+from modelserver.server.errors import OPENAI, sse_error_event
 
 
-class ClientGone(Exception):
-    """The client closed its connection: nobody is left to answer."""
-
-
-class OpenAIBase(InferenceHandler):
+class OpenAIBase(BaseHandler):
     protocol = "openai"
+    error_form = OPENAI
 
-    def error_body(self, status: int, message: str, exc: BaseException | None) -> dict[str, Any]:
-        if isinstance(exc, ModelServerError):
-            return exc.openai_body()
-        return {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": None,
-                          "code": None}}
-
-    def model_named(self, name: str | None) -> Any:
-        repo = self.ctx.repository
+    def model_named(self, name: str | None) -> Servable:
+        repo = self.ctx.plane.repository
         served = repo.default_name
         if name is not None and name != served:
             raise NotFound(
@@ -75,7 +62,8 @@ class GenerationHandler(OpenAIBase):
 
     def initialize(self, ctx: ServerContext) -> None:
         super().initialize(ctx)
-        self.requests: list[tuple[Generator, Request]] = []
+        #: each submitted request's generator and the engine's handle for it (to cancel it)
+        self.requests: list[tuple[Generator, Any]] = []
         self.queue: asyncio.Queue[tuple[int, Event | None]] | None = None
 
     def on_connection_close(self) -> None:
@@ -91,7 +79,7 @@ class GenerationHandler(OpenAIBase):
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, (ClientGone, StreamClosedError)):  # nobody to answer: just account for it
             if not self._finished:
-                self.set_status(499, "Client Closed Request")
+                self.set_status(ClientGone.status, "Client Closed Request")
                 self.finish()
             return
         super()._handle_request_exception(e)
@@ -196,9 +184,8 @@ class GenerationHandler(OpenAIBase):
         await self.flush()
 
     async def stream_error(self, err: Exception) -> None:
-        body = err.openai_body() if isinstance(err, ModelServerError) else {
-            "error": {"message": "internal server error", "type": "server_error", "param": None, "code": None}}
-        await self.send(body)
+        self.write(sse_error_event(err))
+        await self.flush()
 
     async def finish_stream(self) -> None:
         """The end of an event stream: ``[DONE]``, then the response ends."""
@@ -382,11 +369,11 @@ class EmbeddingsHandler(OpenAIBase):
                                f"got {len(req.inputs)}", param="input")
         if all(isinstance(x, str) for x in req.inputs):
             texts = np.array([str(x).encode("utf-8") for x in req.inputs], dtype=object)
-            out = await self.ctx.dispatcher.predict(servable, EMBED_SIGNATURE, {"text": texts}, len(texts))
+            out = await self.ctx.plane.dispatcher.predict(servable, EMBED_SIGNATURE, {"text": texts}, len(texts))
             vectors, tokens = out["embedding"], int(out["tokens"].sum())
         else:
             ids = [list(x) if isinstance(x, list) else servable.tokenize([x])[0] for x in req.inputs]
-            vectors = await self.ctx.dispatcher.call(lambda: servable.embed_ids(ids))
+            vectors = await self.ctx.plane.dispatcher.call(lambda: servable.embed_ids(ids))
             tokens = sum(len(i) for i in ids)
         self.ctx.metrics.tokens.labels(servable.name, "prompt").inc(tokens)
         self.write_json(codec.embeddings_response(servable.name, vectors, req.encoding_format, tokens))
@@ -398,16 +385,10 @@ class ModelsHandler(OpenAIBase):
     endpoint = "models"
 
     def get(self, model: str | None = None) -> None:
-        names = list(self.ctx.repository.models)
+        names = list(self.ctx.plane.repository.models)
         created = int(self.ctx.started)
         if model is None:
             return self.write_json(codec.models_list(names, created))
         if model not in names:
             raise NotFound(f"The model `{model}` does not exist", param="model", code="model_not_found")
         self.write_json(codec.model_card(model, created))
-
-
-def openai_models(handler: BaseHandler) -> None:
-    """Answer a model list in OpenAI form (the V1 list handler defers here in openai mode)."""
-    ctx = handler.ctx
-    handler.write_json(codec.models_list(list(ctx.repository.models), int(ctx.started)))

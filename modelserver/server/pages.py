@@ -1,4 +1,4 @@
-"""Handlers for the pages around the protocols: home, OpenAPI, docs and Prometheus metrics."""
+"""The pages around the protocols, served by tornado handlers: home, OpenAPI, docs and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class HomeHandler(BaseHandler):
     protocol, endpoint = "other", "home"
 
     async def get(self) -> None:
-        repo = self.ctx.repository
+        repo = self.ctx.plane.repository
         servables = []
         for name in repo.models:
             try:

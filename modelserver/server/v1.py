@@ -1,16 +1,15 @@
-"""V1 (TensorFlow Serving REST) handlers: predict and explain, model status, metadata and list."""
+"""The V1 transport (TensorFlow Serving REST): predict and explain (and the seed paths), model status,
+metadata and list. Inference goes through the data plane; the metadata documents are built here."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from modelserver.codecs import fastparse
-from modelserver.codecs import v1 as codec
-from modelserver.codecs import v2 as v2codec
-from modelserver.runtime.base import Servable, Signature, TensorSpec
+from modelserver.dataplane import TensorCall
+from modelserver.interface import Servable, Signature, TensorSpec
 from modelserver.runtime.repository import AVAILABLE, FAILED, ModelEntry
-from modelserver.server.inference import InferenceExchange, InferenceHandler
-from modelserver.server.v2 import answer_v2
+from modelserver.server.base import BaseHandler
+from modelserver.server.exchange import InferenceExchange
 
 #: TensorFlow Serving's state names for our load states
 TFS_STATE = {AVAILABLE: "AVAILABLE", FAILED: "END", "LOADING": "LOADING"}
@@ -32,20 +31,10 @@ class PredictHandler(InferenceExchange):
         verb: str = "predict", signature: str | None = None,
     ) -> None:
         self.endpoint = verb
-        servable = self.servable(model, version, label)
-        body = fastparse.loads(self.body)
-        if model is None and (v2codec.is_v2(body) or v2codec.is_single_tensor(body)):
-            self.protocol = "v2"
-            sig = self.signature(servable, signature or codec.signature_name(body))
-            return await answer_v2(self, servable, sig, body, b"", explain=verb == "explain")
-        sig = self.signature(servable, signature or codec.signature_name(body))
-        request = codec.decode(body, sig, max_instances=self.ctx.settings.max_instances)
-        if verb == "explain":
-            target = body.get("target") if isinstance(body, dict) else None
-            results = await self.explain_batches(servable, sig, request.batches, target)
-            return self.write_json(codec.encode(request, results, "explanations"))
-        results = await self.run_batches(servable, sig, request.batches)
-        self.write_json(codec.encode(request, results))
+        await self.serve(TensorCall(
+            "v1" if model is not None else "seed", verb == "explain", self.body,
+            model=model, version=version, label=label, signature=signature,
+        ))
 
 
 def version_status(entry: ModelEntry, version: int | None) -> dict[str, Any]:
@@ -92,20 +81,20 @@ def metadata(servable: Servable) -> dict[str, Any]:
     }
 
 
-class StatusHandler(InferenceHandler):
+class StatusHandler(BaseHandler):
     """``GET /v1/models/{m}[/versions/{v}|/labels/{l}]``: TensorFlow Serving's version status."""
 
     protocol, endpoint = "v1", "status"
 
     async def get(self, model: str, version: str | None = None, label: str | None = None) -> None:
-        repo = self.ctx.repository
+        repo = self.ctx.plane.repository
         number = repo.version_number(model, version, label) if (version or label) else None
         entry = repo.entry(model)
         self.model_label = model
         self.write_json(version_status(entry, number))
 
 
-class MetadataHandler(InferenceHandler):
+class MetadataHandler(BaseHandler):
     """``GET /v1/models/{m}[/versions/{v}]/metadata``: signature defs."""
 
     protocol, endpoint = "v1", "metadata"
@@ -114,14 +103,14 @@ class MetadataHandler(InferenceHandler):
         self.write_json(metadata(self.servable(model, version, label)))
 
 
-class ListHandler(InferenceHandler):
+class ListHandler(BaseHandler):
     """``GET /v1/models``: every model with its versions and states."""
 
     protocol, endpoint = "v1", "list"
 
     async def get(self) -> None:
         models = []
-        for entry in self.ctx.repository.models.values():
+        for entry in self.ctx.plane.repository.models.values():
             models.append(
                 {
                     "name": entry.name,

@@ -1,40 +1,19 @@
-"""V2 (Open Inference Protocol) handlers: health, server and model metadata, readiness, infer, explain."""
+"""The V2 transport (Open Inference Protocol): health, server and model metadata, readiness, and
+infer and explain through the data plane."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from modelserver import __version__
-from modelserver.codecs import fastparse, jsonio
-from modelserver.codecs import v2 as codec
-from modelserver.codecs.v1 import signature_name
+from modelserver.codecs.v2 import HEADER_LENGTH
+from modelserver.dataplane import TensorCall
 from modelserver.errors import NotReady
-from modelserver.runtime.base import Servable, Signature
+from modelserver.interface import Servable, Signature
 from modelserver.server.base import BaseHandler
-from modelserver.server.inference import InferenceExchange, InferenceHandler
+from modelserver.server.exchange import InferenceExchange
 
 EXTENSIONS = ["binary_tensor_data"]
-
-
-async def answer_v2(
-    h: InferenceExchange, servable: Servable, sig: Signature, body: Any, binary: bytes, *, explain: bool
-) -> None:
-    """Decode, run and answer one V2 (or single-tensor) request; shared by every V2-speaking path."""
-    limit = h.ctx.settings.max_instances
-    if codec.is_single_tensor(body):
-        request = codec.decode_single(body, sig, max_instances=limit)
-    else:
-        request = codec.decode(body, binary, sig, max_instances=limit)
-    if explain:
-        target = request.parameters.get("target")
-        (outputs,) = await h.explain_batches(servable, sig, [request.inputs], target)
-    else:
-        (outputs,) = await h.run_batches(servable, sig, [request.inputs])
-    header, tail = codec.encode(request, outputs, servable.name, servable.version, explain=explain)
-    if not tail:
-        return h.write_json(header)
-    head = jsonio.dumps(header)
-    h.respond(head + tail, content_type="application/octet-stream", headers={codec.HEADER_LENGTH: str(len(head))})
 
 
 class InferHandler(InferenceExchange):
@@ -44,11 +23,10 @@ class InferHandler(InferenceExchange):
 
     async def post(self, model: str, version: str | None = None, verb: str = "infer") -> None:  # type: ignore[override]
         self.endpoint = verb
-        servable = self.servable(model, version)
-        head, tail = codec.split_binary(self.body, self.headers.get(codec.HEADER_LENGTH))
-        body = fastparse.loads(head)
-        sig = self.signature(servable, signature_name(body))
-        await answer_v2(self, servable, sig, body, tail, explain=verb == "explain")
+        await self.serve(TensorCall(
+            "v2", verb == "explain", self.body, model=model, version=version,
+            header_length=self.headers.get(HEADER_LENGTH),
+        ))
 
 
 class LiveHandler(BaseHandler):
@@ -68,17 +46,8 @@ class ReadyHandler(BaseHandler):
     async def get(self) -> None:
         if self.ctx.ready:
             return self.write_json({"ready": True})
-        reason = "shutting down" if self.ctx.draining else "models are not loaded yet"
-        workers = self.ctx.workers
-        if workers is not None and not self.ctx.draining and self.ctx.repository.ready:
-            reason = f"workers still loading their models: {workers.ready_count} of {workers.size} ready"
-        failed = [
-            f"{e.name} version {v.version}: {v.error}"
-            for e in self.ctx.repository.models.values() for v in e.versions.values() if v.error
-        ]
-        if failed:
-            reason = "model failed to load: " + "; ".join(failed)
-        self.write_json({"ready": False, "error": reason}, status=503)
+        reason, message = self.ctx.not_ready()
+        self.write_json({"ready": False, "reason": reason, "error": message}, status=503)
 
 
 class ServerMetadataHandler(BaseHandler):
@@ -101,18 +70,18 @@ def model_metadata(servable: Servable, versions: list[int], sig: Signature) -> d
     }
 
 
-class ModelMetadataHandler(InferenceHandler):
+class ModelMetadataHandler(BaseHandler):
     """``GET /v2/models/{m}[/versions/{v}]``: the default signature's tensors and the versions."""
 
     protocol, endpoint = "v2", "metadata"
 
     async def get(self, model: str, version: str | None = None) -> None:
         servable = self.servable(model, version)
-        versions = list(self.ctx.repository.entry(model).versions)
-        self.write_json(model_metadata(servable, versions, self.signature(servable, None)))
+        versions = list(self.ctx.plane.repository.entry(model).versions)
+        self.write_json(model_metadata(servable, versions, self.ctx.plane.signature(servable, None)))
 
 
-class ModelReadyHandler(InferenceHandler):
+class ModelReadyHandler(BaseHandler):
     """``GET /v2/models/{m}[/versions/{v}]/ready``."""
 
     protocol, endpoint = "v2", "ready"

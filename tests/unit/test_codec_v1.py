@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelserver.codecs import v1
+from modelserver.codecs import bodies, v1
 from modelserver.errors import InvalidInput
-from modelserver.runtime.base import Signature, TensorSpec
+from modelserver.interface import Signature, TensorSpec
 
 ONE = Signature("serving_default", (TensorSpec("x", "FP32", (-1, 2)),), (TensorSpec("y", "FP32", (-1,)),))
 TWO = Signature(
@@ -58,7 +58,7 @@ def test_decode_shapes(body, whole, shapes):
 def test_decode_errors(body, words):
     if "signature_name" in body:
         with pytest.raises(InvalidInput):
-            v1.signature_name(body)
+            bodies.signature_name(body)
         return
     with pytest.raises(InvalidInput) as e:
         decode(body)

@@ -10,7 +10,7 @@ import pytest
 
 from modelserver.codecs import v2
 from modelserver.errors import InvalidInput
-from modelserver.runtime.base import Signature, TensorSpec
+from modelserver.interface import Signature, TensorSpec
 
 SIG = Signature(
     "serving_default",

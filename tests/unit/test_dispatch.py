@@ -15,8 +15,8 @@ import pytest
 
 from modelserver.dispatch import Dispatcher, batchable, merge, split
 from modelserver.errors import InvalidInput, Overloaded, RequestTimeout
+from modelserver.interface import Signature, TensorSpec
 from modelserver.metrics import Metrics
-from modelserver.runtime.base import Signature, TensorSpec
 from modelserver.settings import Settings
 
 SIG = Signature("s", (TensorSpec("x", "FP32", (-1, 1)),), (TensorSpec("y", "FP32", (-1, 1)),))

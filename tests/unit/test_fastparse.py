@@ -8,7 +8,7 @@ import pytest
 
 from modelserver.codecs import fastparse, v1, v2
 from modelserver.errors import InvalidInput
-from modelserver.runtime.base import Signature, TensorSpec
+from modelserver.interface import Signature, TensorSpec
 
 
 # -- V2: each input's data as a flat array ---------------------------------------------------------

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from modelserver.errors import Overloaded
-from modelserver.runtime.hf.engine import Engine, Event
-from modelserver.runtime.hf.sampling import SamplingParams, choose, request_rng, top_logprobs
+from modelserver.interface import Event, SamplingParams
+from modelserver.runtime.hf.engine import Engine
+from modelserver.runtime.hf.sampling import choose, request_rng, top_logprobs
 from modelserver.runtime.hf.text import Detokenizer, TextCodec
 
 V = 20

@@ -6,7 +6,7 @@ import json
 import shlex
 
 from modelserver import openapi, pages
-from modelserver.runtime.base import Signature, TensorSpec
+from modelserver.interface import Signature, TensorSpec
 from modelserver.server.app import ROUTES
 
 SIG = Signature(

@@ -24,7 +24,8 @@ from typing import Protocol
 import numpy as np
 
 from modelserver.errors import NotReady, Overloaded
-from modelserver.runtime.hf.sampling import SamplingParams, choose, log_softmax, request_rng, top_logprobs
+from modelserver.interface import Emit, Event, SamplingParams
+from modelserver.runtime.hf.sampling import choose, log_softmax, request_rng, top_logprobs
 from modelserver.runtime.hf.text import Detokenizer, TextCodec
 
 log = logging.getLogger("modelserver.generate")
@@ -37,28 +38,6 @@ class DecoderModel(Protocol):
     def prefill(self, ids: np.ndarray, slot: int, *, all_logits: bool = False) -> np.ndarray: ...
 
     def decode(self, ids: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray: ...
-
-
-@dataclass
-class Event:
-    """What one step produced for one choice of a request."""
-
-    index: int
-    #: the new token (None for an error event)
-    token: int | None
-    #: text that became final with this token (may be empty: held back for a stop string or a
-    #: character still incomplete)
-    text: str = ""
-    logprob: float | None = None
-    top: list[tuple[int, float]] | None = None
-    #: ``stop`` or ``length`` on a choice's last event
-    finish_reason: str | None = None
-    #: per prompt token (the first is None), on a choice's first event when asked for
-    prompt_logprobs: list[tuple[float | None, list[tuple[int, float]]]] | None = None
-    error: Exception | None = None
-
-
-Emit = Callable[[Event], None]
 
 
 @dataclass

@@ -6,26 +6,10 @@ makes the same choices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 #: below this temperature sampling is greedy (argmax), as OpenAI-compatible servers do at 0
 GREEDY_BELOW = 1e-5
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How one request generates; validated by the protocol codec before it gets here."""
-
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    #: how many alternatives to report with each token's logprob; None reports no logprobs
-    logprobs: int | None = None
-    #: report the prompt tokens' logprobs too (completions with echo and logprobs)
-    prompt_logprobs: bool = False
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

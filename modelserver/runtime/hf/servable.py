@@ -19,13 +19,12 @@ from typing import Any
 import numpy as np
 
 from modelserver.errors import InvalidInput, ModelLoadError, NotFound
-from modelserver.runtime.base import Signature, Tensors, TensorSpec
-from modelserver.runtime.hf.engine import Engine, Event
-from modelserver.runtime.hf.sampling import SamplingParams
+from modelserver.interface import EMBED_SIGNATURE, Event, SamplingParams, Signature, Tensors, TensorSpec
+from modelserver.runtime.hf.engine import Engine
 from modelserver.runtime.hf.text import TextCodec, read_json
 
 GENERATIVE_SUFFIXES = ("ForCausalLM", "LMHeadModel")
-EMBED_SIGNATURE = "embed"
+
 GENERATE_SIGNATURE = "generate"
 #: tokens generated per text on the tensor signature (as completions default to)
 TENSOR_MAX_TOKENS = 16

@@ -1,0 +1,128 @@
+"""The protocol-neutral data plane: resolve the model, version and signature, decode the body
+with its protocol's codec, run it through the dispatcher, and encode the answer.
+
+Every transport is a thin layer over this: the HTTP routes of V1, V2 and the seed paths hand a
+``TensorCall`` to ``DataPlane.infer`` and send the ``Answer`` back; the OpenAI routes and the
+metadata routes use ``servable``, ``signature`` and the dispatcher through it. No transport knows
+another's codec, and nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from modelserver.codecs import bodies, fastparse, jsonio, v1, v2
+from modelserver.codecs.tensors import batch_rows
+from modelserver.dispatch import Dispatcher
+from modelserver.errors import InvalidInput
+from modelserver.interface import Servable, Signature, Tensors, get_signature
+from modelserver.runtime.repository import ModelRepository
+from modelserver.settings import Settings
+
+#: ``seed``: the single-model paths (``/predict``), whose body says whether it is V1 or V2
+CallProtocol = Literal["v1", "v2", "seed"]
+JSON = "application/json"
+
+
+@dataclass(slots=True)
+class TensorCall:
+    """One tensor request (predict, infer or explain) as a transport hands it over."""
+
+    protocol: CallProtocol
+    explain: bool
+    body: bytes
+    model: str | None = None
+    version: str | None = None
+    label: str | None = None
+    #: the signature named by the path (``/{signature}/predict``); else the body's, else the default
+    signature: str | None = None
+    #: the V2 binary extension's ``Inference-Header-Content-Length``
+    header_length: str | None = None
+    #: set as the call goes, for the transport's metrics: the model served (once it resolved) and
+    #: the protocol the answer speaks
+    served_model: str = ""
+    answered: str = ""
+
+
+@dataclass(slots=True)
+class Answer:
+    body: bytes
+    content_type: str = JSON
+    headers: dict[str, str] | None = None
+
+
+class DataPlane:
+    """The served models and the one way every protocol reaches them."""
+
+    def __init__(self, settings: Settings, repository: ModelRepository, dispatcher: Dispatcher) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.dispatcher = dispatcher
+
+    # -- the shared steps -----------------------------------------------------------------------
+    def servable(self, model: str | None, version: str | None = None, label: str | None = None) -> Servable:
+        """The loaded servable a request names (the served model when it names none); 404 or 503."""
+        return self.repository.resolve(model or self.repository.default_name, version, label)
+
+    def signature(self, servable: Servable, name: str | None) -> Signature:
+        """The named signature, else the configured default, else the model's only one."""
+        if name:
+            return get_signature(servable, name)
+        default = self.settings.signature
+        if default not in servable.signatures and len(servable.signatures) == 1:
+            default = next(iter(servable.signatures))
+        return get_signature(servable, default)
+
+    async def predict(self, servable: Servable, sig: Signature, batches: list[Tensors]) -> list[Tensors]:
+        d = self.dispatcher
+        results = []
+        for batch in batches:  # a loop, not an async comprehension: one coroutine less per request
+            results.append(await d.predict(servable, sig.name, batch, batch_rows(batch)))
+        return results
+
+    async def explain(self, servable: Servable, sig: Signature, batches: list[Tensors], target: Any) -> list[Tensors]:
+        if target is not None and not isinstance(target, str):
+            raise InvalidInput(f"target: expected an output name, got {target!r}")
+        return [await self.dispatcher.explain(servable, sig.name, b, target) for b in batches]
+
+    # -- tensor requests ------------------------------------------------------------------------
+    async def infer(self, call: TensorCall) -> Answer:
+        """Resolve, decode, run and encode one tensor request."""
+        servable = self.servable(call.model, call.version, call.label)
+        call.served_model = call.model or self.repository.default_name  # only served names become labels
+        head, tail = (
+            v2.split_binary(call.body, call.header_length) if call.protocol == "v2" else (call.body, b"")
+        )
+        body = fastparse.loads(head)
+        protocol = bodies.protocol_of(body) if call.protocol == "seed" else call.protocol
+        call.answered = protocol
+        sig = self.signature(servable, call.signature or bodies.signature_name(body))
+        if protocol == "v1":
+            return await self._v1(servable, sig, body, call.explain)
+        return await self._v2(servable, sig, body, tail, call.explain)
+
+    async def _v1(self, servable: Servable, sig: Signature, body: Any, explain: bool) -> Answer:
+        request = v1.decode(body, sig, max_instances=self.settings.max_instances)
+        if explain:
+            target = body.get("target") if isinstance(body, dict) else None
+            results = await self.explain(servable, sig, request.batches, target)
+            return Answer(jsonio.dumps(v1.encode(request, results, "explanations")))
+        results = await self.predict(servable, sig, request.batches)
+        return Answer(jsonio.dumps(v1.encode(request, results)))
+
+    async def _v2(self, servable: Servable, sig: Signature, body: Any, binary: bytes, explain: bool) -> Answer:
+        limit = self.settings.max_instances
+        if v2.is_single_tensor(body):
+            request = v2.decode_single(body, sig, max_instances=limit)
+        else:
+            request = v2.decode(body, binary, sig, max_instances=limit)
+        if explain:
+            (outputs,) = await self.explain(servable, sig, [request.inputs], request.parameters.get("target"))
+        else:
+            (outputs,) = await self.predict(servable, sig, [request.inputs])
+        header, tail = v2.encode(request, outputs, servable.name, servable.version, explain=explain)
+        head = jsonio.dumps(header)
+        if not tail:
+            return Answer(head)
+        return Answer(head + tail, "application/octet-stream", {v2.HEADER_LENGTH: str(len(head))})

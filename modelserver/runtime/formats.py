@@ -1,0 +1,143 @@
+"""The model formats the server loads: a small registry that picks a runtime from the files on disk.
+
+Each ``ModelFormat`` says which user-facing format name it answers to (``--format``,
+``spec.model.format``), how to recognise its files in a model (or version) directory, and how to
+load one. ``choose`` finds the format of a directory, checked against the declared one;
+``loader`` turns settings into the ``Loader`` the repository calls for each version. A new format
+is one more ``register(ModelFormat(...))`` in a module of its own, imported below.
+
+Recognising a directory reads only small files (``config.json``); the heavy imports (TensorFlow,
+the architectures) happen inside ``load``, so a process that only looks (the parent of worker
+processes) stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelserver.errors import ModelLoadError
+from modelserver.interface import Servable
+from modelserver.settings import Settings
+
+#: what the repository calls to load one version: (model name, version, directory) -> servable
+Loader = Callable[[str, int, Path], Servable]
+
+
+@dataclass(frozen=True)
+class ModelFormat:
+    """One way a model can be stored, and the runtime that serves it."""
+
+    #: the registry's own name for it (``savedmodel``, ``hf-generative``, ...)
+    kind: str
+    #: the format name users declare (one of ``contract.FORMATS``)
+    format: str
+    #: what its directory holds, for messages
+    files: str
+    #: True when a directory holds this format
+    matches: Callable[[Path], bool]
+    #: load one version: (name, version, directory, settings)
+    load: Callable[[str, int, Path, Settings], Servable]
+    #: served by the generation engine (one process, no worker copies)
+    generative: bool = False
+
+
+_REGISTRY: list[ModelFormat] = []
+
+
+def register(fmt: ModelFormat) -> None:
+    """Add a format; the first registered that matches a directory wins."""
+    _REGISTRY.append(fmt)
+
+
+def registered() -> tuple[ModelFormat, ...]:
+    return tuple(_REGISTRY)
+
+
+def detect(path: Path) -> ModelFormat | None:
+    """The format of a model (or version) directory, from its files; None if no format matches."""
+    return next((f for f in _REGISTRY if f.matches(path)), None)
+
+
+def is_model_dir(path: Path) -> bool:
+    return detect(path) is not None
+
+
+def choose(path: Path, declared: str) -> ModelFormat:
+    """The format to load ``path`` with; ModelLoadError when the files do not fit the declared format."""
+    if declared != "auto":
+        own = next((f for f in _REGISTRY if f.format == declared and f.matches(path)), None)
+        if own is not None:
+            return own
+    found = detect(path)
+    if found is not None and declared in ("auto", found.format):
+        return found
+    if found is None:
+        kinds = "; ".join(f"{f.format}: {f.files}" for f in _REGISTRY if declared in ("auto", f.format))
+        raise ModelLoadError(f"{path} holds no model this server loads (expected {kinds})")
+    raise ModelLoadError(
+        f"{path} holds {found.files}, not the {declared} format this server was told to "
+        f"load: set the format to {found.format} (--format, MODELSERVER_FORMAT, or spec.model.format) or auto"
+    )
+
+
+def loader(settings: Settings) -> Loader:
+    """Load one version directory with the runtime its format (setting, or its files) calls for."""
+
+    def load(name: str, version: int, path: Path) -> Servable:
+        return choose(path, settings.format).load(name, version, path, settings)
+
+    return load
+
+
+# -- the formats served today ---------------------------------------------------------------------
+def _is_savedmodel(path: Path) -> bool:
+    return (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()
+
+
+def _load_savedmodel(name: str, version: int, path: Path, settings: Settings) -> Servable:
+    from modelserver.runtime.tensorflow import load_savedmodel  # heavy import, off the IO loop
+
+    return load_savedmodel(name, version, path)
+
+
+def _hf_kind(path: Path) -> str | None:
+    """``generative`` or ``embedder`` for a Hugging Face directory (config.json), else None."""
+    from modelserver.runtime.hf.servable import GENERATIVE_SUFFIXES, architecture, is_hf_dir
+
+    if not is_hf_dir(path):
+        return None
+    try:
+        arch = architecture(path)
+    except ModelLoadError:
+        return "embedder"  # loading it says what is wrong with its config.json
+    return "generative" if arch.endswith(GENERATIVE_SUFFIXES) else "embedder"
+
+
+def _load_generator(name: str, version: int, path: Path, settings: Settings) -> Servable:
+    from modelserver.runtime.hf.servable import GenerationLimits, Generator
+
+    limits = GenerationLimits(
+        n_slots=settings.max_sequences,
+        max_len=settings.max_model_len or None,
+        max_waiting=settings.max_concurrent_requests,
+    )
+    return Generator(name, version, path, limits)
+
+
+def _load_embedder(name: str, version: int, path: Path, settings: Settings) -> Servable:
+    from modelserver.runtime.hf.servable import Embedder
+
+    return Embedder(name, version, path)
+
+
+register(ModelFormat("savedmodel", "tensorflow", "a SavedModel (saved_model.pb)", _is_savedmodel, _load_savedmodel))
+register(ModelFormat(
+    "hf-generative", "huggingface", "a Hugging Face directory (config.json) of a causal language model",
+    lambda p: _hf_kind(p) == "generative", _load_generator, generative=True,
+))
+register(ModelFormat(
+    "hf-embedder", "huggingface", "a Hugging Face directory (config.json) of an encoder",
+    lambda p: _hf_kind(p) == "embedder", _load_embedder,
+))
