@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from modelserver.codecs import fastparse, jsonio, v1, v2  # noqa: E402
-from modelserver.runtime.base import Signature, TensorSpec  # noqa: E402
+from modelserver.interface import Signature, TensorSpec  # noqa: E402
 
 
 def per_call_ms(fn: Callable[[], object], seconds: float = 0.5) -> float:
