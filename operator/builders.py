@@ -13,7 +13,10 @@ from typing import Any
 from modeldeploy_operator import API_VERSION, KIND
 from modeldeploy_operator.spec import MODEL_ROOT, Spec
 
-PORT = 8080
+from modelserver import contract
+from modelserver.settings import env_name
+
+PORT = contract.HTTP_PORT
 SERVICE_PORT = 80
 PRESTOP_SECONDS = 5
 DRAIN_SECONDS = 30
@@ -65,39 +68,44 @@ def _meta(spec: Spec, uid: str, name: str | None = None) -> dict[str, Any]:
 
 
 def server_env(spec: Spec) -> list[dict[str, str]]:
-    """The model server's settings for this spec, as MODELSERVER_* environment variables."""
+    """The model server's settings for this spec, as its environment variables.
+
+    Keys are the server's setting names; ``env_name`` turns each into its variable
+    (``MODELSERVER_MAX_BODY_BYTES``) from the server's own settings declaration, and refuses a
+    name the server does not declare.
+    """
     b = spec.batching
     values: dict[str, Any] = {
-        "NAME": spec.model_name,
-        "FORMAT": spec.format,
-        "HOST": "0.0.0.0",
-        "PORT": PORT,
-        "PROTOCOL": spec.protocol,
-        "SIGNATURE": spec.signature,
-        "WORKERS": spec.workers,
-        "BATCHING": str(b.get("enabled", True)).lower(),
-        "MAX_BATCH_SIZE": b.get("maxBatchSize", 32),
-        "MAX_LATENCY_MS": b.get("maxLatencyMs", 0),
-        "EXPLAIN_STEPS": spec.explain_steps,
-        "DRAIN_SECONDS": DRAIN_SECONDS,
-        "LOG_FORMAT": "json",
+        "name": spec.model_name,
+        "format": spec.format,
+        "host": "0.0.0.0",
+        "port": PORT,
+        "protocol": spec.protocol,
+        "signature": spec.signature,
+        "workers": spec.workers,
+        "batching": str(b.get("enabled", True)).lower(),
+        "max_batch_size": b.get("maxBatchSize", 32),
+        "max_latency_ms": b.get("maxLatencyMs", 0),
+        "explain_steps": spec.explain_steps,
+        "drain_seconds": DRAIN_SECONDS,
+        "log_format": "json",
     }
     limit_names = {
-        "maxBodyBytes": "MAX_BODY_BYTES",
-        "timeoutSeconds": "TIMEOUT_SECONDS",
-        "maxInstances": "MAX_INSTANCES",
-        "maxConcurrentRequests": "MAX_CONCURRENT_REQUESTS",
+        "maxBodyBytes": "max_body_bytes",
+        "timeoutSeconds": "timeout_seconds",
+        "maxInstances": "max_instances",
+        "maxConcurrentRequests": "max_concurrent_requests",
     }
-    for key, env in limit_names.items():
+    for key, setting in limit_names.items():
         if key in spec.limits:
-            values[env] = spec.limits[key]
-    generation_names = {"maxSequences": "MAX_SEQUENCES", "maxModelLen": "MAX_MODEL_LEN"}
-    for key, env in generation_names.items():
+            values[setting] = spec.limits[key]
+    generation_names = {"maxSequences": "max_sequences", "maxModelLen": "max_model_len"}
+    for key, setting in generation_names.items():
         if key in spec.generation:
-            values[env] = spec.generation[key]
+            values[setting] = spec.generation[key]
     if spec.api_key_secret:
-        values["API_KEY_FILE"] = f"{KEYS_DIR}/keys"
-    return [{"name": f"MODELSERVER_{k}", "value": str(v)} for k, v in values.items()]
+        values["api_key_file"] = f"{KEYS_DIR}/keys"
+    return [{"name": env_name(k), "value": str(v)} for k, v in values.items()]
 
 
 def _container_security() -> dict[str, Any]:
@@ -144,13 +152,13 @@ def pod_template(spec: Spec, image: str) -> dict[str, Any]:
         "env": server_env(spec),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {
-            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "httpGet": {"path": contract.READY_PATH, "port": "http"},
             "periodSeconds": 2,
             "timeoutSeconds": 2,
             "failureThreshold": 2,
         },
         "livenessProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "httpGet": {"path": contract.LIVE_PATH, "port": "http"},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 6,

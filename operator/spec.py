@@ -12,8 +12,11 @@ from typing import Any
 
 from modeldeploy_operator.errors import SpecError
 
-PROTOCOLS = ("v1", "v2", "openai")
-FORMATS = ("tensorflow", "huggingface")
+from modelserver import contract
+
+PROTOCOLS = contract.PROTOCOLS
+#: the formats a ModelDeployment names explicitly (the server's, less ``auto``)
+FORMATS = tuple(f for f in contract.FORMATS if f != "auto")
 MODEL_ROOT = "/models"
 _PVC = re.compile(r"^pvc://(?P<claim>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)(?P<path>/.*)?$")
 

@@ -2,13 +2,15 @@
 
 Ready is True only when every desired replica of the current generation is ready. Otherwise the
 reason says why, most specific first: an image that cannot be pulled, a crash loop, a model that
-failed to load (from a pod's own readiness answer), or pods still starting.
+failed to load (from the reason code of a pod's own readiness answer), or pods still starting.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from modelserver.contract import NotReadyReason
 
 IMAGE_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 CONFIG_ERRORS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
@@ -23,7 +25,10 @@ class PodView:
     waiting_reason: str = ""
     waiting_message: str = ""
     last_exit: str = ""
-    unready_reason: str = ""  # the model server's own answer on /v2/health/ready
+    #: the model server's own answer on its readiness path: the message, and the reason code
+    #: (``contract.NotReadyReason``) that programs match
+    unready_reason: str = ""
+    unready_code: str = ""
 
 
 @dataclass
@@ -66,7 +71,7 @@ def ready_condition(o: Observed) -> dict[str, Any]:
         if p.waiting_reason in CONFIG_ERRORS:
             return _condition(False, "PodConfigError", f"pod {p.name}: {p.waiting_reason}: {p.waiting_message}", g)
     for p in o.pods:
-        if "failed to load" in p.unready_reason:
+        if p.unready_code == NotReadyReason.LOAD_FAILED:
             return _condition(False, "ModelLoadFailed", f"pod {p.name}: {p.unready_reason}", g)
     if o.desired == 0:
         return _condition(False, "ScaledToZero", "no replicas are requested", g)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from modeldeploy_operator.status import Observed, PodView, merge_conditions, ready_condition
 
+from modelserver.contract import NotReadyReason
+
 
 def dep(ready=1, updated=1, replicas=1, generation=2, observed=2):
     return {
@@ -25,8 +27,8 @@ def dep(ready=1, updated=1, replicas=1, generation=2, observed=2):
         (Observed(3, 1, None, spec_error="bad uri"), "False", "InvalidSpec"),
         (Observed(3, 1, dep(0), [PodView("p", False, "ImagePullBackOff", "not found")]), "False", "ImagePullFailed"),
         (Observed(3, 1, dep(0), [PodView("p", False, "CrashLoopBackOff", last_exit="exit code 2: boom")]), "False", "CrashLooping"),
-        (Observed(3, 1, dep(0), [PodView("p", False, unready_reason="model failed to load: x")]), "False", "ModelLoadFailed"),
-        (Observed(3, 1, dep(0), [PodView("p", False, unready_reason="models are not loaded yet")]), "False", "Progressing"),
+        (Observed(3, 1, dep(0), [PodView("p", False, unready_reason="model failed to load: x", unready_code=NotReadyReason.LOAD_FAILED)]), "False", "ModelLoadFailed"),
+        (Observed(3, 1, dep(0), [PodView("p", False, unready_reason="models are not loaded yet", unready_code=NotReadyReason.LOADING)]), "False", "Progressing"),
     ],
 )
 def test_ready_condition(observed, status, reason):
