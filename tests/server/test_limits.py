@@ -139,6 +139,7 @@ def test_failed_warmup_keeps_the_server_unready_and_says_why(start_server, model
     assert "x must be > 0" in status["status"]["error_message"]
     ready = requests.get(server.url("/v2/health/ready"), timeout=5)
     assert ready.status_code == 503 and "model failed to load" in ready.json()["error"]
+    assert ready.json()["reason"] == "ModelLoadFailed"  # the code the operator matches
     r = requests.post(server.url("/predict"), json={"instances": [[1.0, 2.0]]}, timeout=5)
     assert r.status_code == 503 and "failed" in r.json()["error"]
     assert requests.get(server.url("/v2/health/live"), timeout=5).status_code == 200
