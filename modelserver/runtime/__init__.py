@@ -1,1 +1,2 @@
-"""Model runtimes: what a loaded model looks like to the server, and the loaders that make one."""
+"""Model runtimes: the format registry that picks one from the files, the repository of loaded
+versions, and one module per kind of model (TensorFlow SavedModels, Hugging Face directories)."""
