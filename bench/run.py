@@ -168,11 +168,24 @@ def _procs(label: str, processes: int) -> str:
     return label if processes == 1 else f"{label}-x{processes}"
 
 
-def modelserver(model: str, path: Path, workers: int = 1) -> Server:
+def modelserver(model: str, path: Path, workers: int = 1, checkout: Path | None = None) -> Server:
+    """modelserver from this checkout, or (``checkout``) the code of another one, run with the same
+    environment: ``--baseline`` compares a change with the code it started from, case by case."""
     port = free_port()
-    argv = [str(REPO / ".venv" / "bin" / "modelserver"), "serve", str(path.parent), "--name", model,
+    argv = [str(REPO / ".venv" / "bin" / "python"), "-m", "modelserver", "serve", str(path.parent), "--name", model,
             "--port", str(port), "--log-level", "warning", "--workers", str(workers)]
-    return Server(_procs(f"modelserver-{model}", workers), argv, port, "/v2/health/ready", processes=workers)
+    label = "baseline" if checkout else "modelserver"
+    env = {}
+    if checkout:
+        # only its modelserver/ goes on the path: the checkout's operator/ would shadow the standard library
+        shim = CACHE / "work" / "baseline-path"
+        shim.mkdir(parents=True, exist_ok=True)
+        link = shim / "modelserver"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(checkout / "modelserver")
+        env = {"PYTHONPATH": str(shim)}
+    return Server(_procs(f"{label}-{model}", workers), argv, port, "/v2/health/ready", env=env, processes=workers)
 
 
 def kserve(model: str, path: Path, workers: int = 1) -> Server:
@@ -391,6 +404,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds of every case on every server; rows are medians")
     p.add_argument("--only", default="", help="comma-separated servers to run (modelserver,kserve,mlserver,hello)")
     p.add_argument("--out", default=str(HERE / "results" / "latest.md"), help="where to write the table")
+    p.add_argument("--baseline", default="", help="another checkout (git worktree add DIR REV) whose modelserver "
+                   "runs every modelserver case too, as the server 'baseline'")
     args = p.parse_args()
     seconds = max(1, min(args.seconds, 60))  # every load run is bounded
     rounds = max(1, min(args.rounds, 9))
@@ -427,14 +442,22 @@ def main() -> int:
         plan.append(("hello", hello(processes=2), [("hello", "/", None, "", 64)], False))
     mlp_v1: list[Case] = [("mlp_b1_c64", "/v1/models/mlp:predict", "v1_mlp", "predictions", 64),
               ("mlp_b1_c1", "/v1/models/mlp:predict", "v1_mlp", "predictions", 1)]
+    img_cases: list[Case] = [
+        ("img32_v1_nested", "/v1/models/mnist:predict", "v1_img32", "predictions", 4),
+        ("img32_v2_flat", "/v2/models/mnist/infer", "v2_img32", "outputs", 4)]
     if want("modelserver"):
         plan.append(("modelserver", modelserver("mlp", mlp), mlp_v1, True))
         plan.append(("modelserver", modelserver("mlp", mlp, workers=2), mlp_v1[:1], True))
-        img_cases: list[Case] = [
-            ("img32_v1_nested", "/v1/models/mnist:predict", "v1_img32", "predictions", 4),
-            ("img32_v2_flat", "/v2/models/mnist/infer", "v2_img32", "outputs", 4)]
         plan.append(("modelserver", modelserver("mnist", img), img_cases, False))
         plan.append(("modelserver", modelserver("mnist", img, workers=2), img_cases, False))
+    if args.baseline:
+        base = Path(args.baseline).resolve()
+        if not (base / "modelserver" / "__init__.py").is_file():
+            p.error(f"--baseline {base}: not a checkout of this project (no modelserver/ there)")
+        plan.append(("baseline", modelserver("mlp", mlp, checkout=base), mlp_v1, True))
+        plan.append(("baseline", modelserver("mlp", mlp, workers=2, checkout=base), mlp_v1[:1], True))
+        plan.append(("baseline", modelserver("mnist", img, checkout=base), img_cases, False))
+        plan.append(("baseline", modelserver("mnist", img, workers=2, checkout=base), img_cases, False))
     if want("kserve"):
         plan.append(("kserve", kserve("mlp", mlp), mlp_v1, True))
         plan.append(("kserve", kserve("mlp", mlp, workers=2), mlp_v1[:1], True))
