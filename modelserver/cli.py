@@ -58,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure(s.log_level, s.log_format)
     if s.model_path:
         path = Path(s.model_path)
-        name = s.name or (path.parent.name if path.name.isdigit() else path.name)
+        name = s.name or (path.parent.name if path.name.isdigit() else path.stem if path.is_file() else path.name)
     else:
         print("modelserver: no model given, serving the bundled iris demo model", file=sys.stderr)
         # building the demo starts TensorFlow; with workers or sized thread pools, do it elsewhere

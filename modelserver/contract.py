@@ -11,7 +11,7 @@ from __future__ import annotations
 #: the protocols a deployment can present first (all are served); the first is the default
 PROTOCOLS = ("v1", "v2", "openai")
 #: how a model is stored; ``auto`` tells it from the files
-FORMATS = ("auto", "tensorflow", "huggingface")
+FORMATS = ("auto", "tensorflow", "keras", "python", "huggingface")
 
 #: the server's HTTP port in a pod
 HTTP_PORT = 8080

@@ -2,7 +2,8 @@
 
 - ``http(s)://.../model.tar.gz|.tgz|.tar|.zip``: downloaded with progress, unpacked into DIR;
 - ``http(s)://...`` anything else: saved into DIR under its file name;
-- ``file:///path`` or a plain path: a directory copied into DIR, or an archive unpacked there.
+- ``file:///path`` or a plain path: a directory copied into DIR, an archive unpacked there, or any
+  other file (a ``.keras`` model, say) copied into DIR under its name.
 
 An archive holding a single top-level directory is unpacked without it, so ``iris.tar.gz`` with
 ``iris/1/saved_model.pb`` inside serves from DIR directly. Members that would land outside DIR
@@ -120,8 +121,10 @@ def fetch(uri: str, dest: Path, out: IO[str] = sys.stderr) -> Path:
         elif src.is_file() and src.name.endswith(ARCHIVES):
             unpack(src, dest)
             _flatten(dest)
+        elif src.is_file():
+            shutil.copy2(src, dest / src.name)
         else:
-            raise FetchError(f"{src} is neither a directory nor a .tar.gz/.tgz/.tar/.zip archive")
+            raise FetchError(f"{src} does not exist")
         return dest
     raise FetchError(
         f"unsupported URI scheme {parsed.scheme!r} in {uri!r}: use http(s):// or file:// "

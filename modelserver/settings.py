@@ -30,8 +30,13 @@ class Settings:
     )
     name: str = _setting("", "model name in URLs (default: the directory's name, or 'iris')")
     format: str = _setting(
-        "auto", "how the model is stored: auto (from its files), tensorflow (SavedModel) or huggingface",
+        "auto", "how the model is stored: auto (from its files), tensorflow (SavedModel), keras (a .keras or "
+        ".h5 file), python (a directory with model.py) or huggingface",
         choices=FORMATS,
+    )
+    imports: str = _setting(
+        "", "comma-separated Python modules imported before models load (for example one that registers "
+        "custom Keras layers with @keras.saving.register_keras_serializable())",
     )
     host: str = _setting("127.0.0.1", "address to listen on (0.0.0.0 in containers)")
     port: int = _setting(HTTP_PORT, "port to listen on")

@@ -13,6 +13,7 @@ processes) stays light.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,8 @@ def detect(path: Path) -> ModelFormat | None:
     return next((f for f in _REGISTRY if f.matches(path)), None)
 
 
-def is_model_dir(path: Path) -> bool:
+def is_model(path: Path) -> bool:
+    """True when a file or directory holds a model of a registered format."""
     return detect(path) is not None
 
 
@@ -82,10 +84,23 @@ def choose(path: Path, declared: str) -> ModelFormat:
     )
 
 
+def import_modules(settings: Settings) -> None:
+    """Import the modules of ``--imports`` (custom Keras layers register themselves this way)."""
+    for module in filter(None, (m.strip() for m in settings.imports.split(","))):
+        try:
+            importlib.import_module(module)
+        except Exception as e:
+            raise ModelLoadError(f"--imports: cannot import {module!r}: {type(e).__name__}: {e}") from e
+
+
 def loader(settings: Settings) -> Loader:
-    """Load one version directory with the runtime its format (setting, or its files) calls for."""
+    """Load one version with the runtime its format (setting, or its files) calls for."""
+    imported: list[bool] = []
 
     def load(name: str, version: int, path: Path) -> Servable:
+        if not imported:
+            import_modules(settings)
+            imported.append(True)
         return choose(path, settings.format).load(name, version, path, settings)
 
     return load
@@ -93,13 +108,45 @@ def loader(settings: Settings) -> Loader:
 
 # -- the formats served today ---------------------------------------------------------------------
 def _is_savedmodel(path: Path) -> bool:
-    return (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()
+    return path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file())
 
 
 def _load_savedmodel(name: str, version: int, path: Path, settings: Settings) -> Servable:
     from modelserver.runtime.tensorflow import load_savedmodel  # heavy import, off the IO loop
 
     return load_savedmodel(name, version, path)
+
+
+#: Keras model files: the Keras 3 format and the legacy HDF5 one
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def keras_file(path: Path) -> Path | None:
+    """The Keras file a path names: the file itself, or the only one in a directory."""
+    if path.is_file():
+        return path if path.suffix.lower() in KERAS_SUFFIXES else None
+    if not path.is_dir() or _is_savedmodel(path):
+        return None
+    found = [p for p in path.iterdir() if p.suffix.lower() in KERAS_SUFFIXES and p.is_file()]
+    return found[0] if len(found) == 1 else None
+
+
+def _load_keras(name: str, version: int, path: Path, settings: Settings) -> Servable:
+    from modelserver.runtime.keras import load_keras  # heavy import, off the IO loop
+
+    file = keras_file(path)
+    assert file is not None
+    return load_keras(name, version, file)
+
+
+def _is_python(path: Path) -> bool:
+    return path.is_dir() and (path / "model.py").is_file()
+
+
+def _load_python(name: str, version: int, path: Path, settings: Settings) -> Servable:
+    from modelserver.runtime.python import load_python
+
+    return load_python(name, version, path)
 
 
 def _hf_kind(path: Path) -> str | None:
@@ -133,6 +180,10 @@ def _load_embedder(name: str, version: int, path: Path, settings: Settings) -> S
 
 
 register(ModelFormat("savedmodel", "tensorflow", "a SavedModel (saved_model.pb)", _is_savedmodel, _load_savedmodel))
+register(ModelFormat(
+    "keras", "keras", "a Keras model file (.keras, or legacy .h5)", lambda p: keras_file(p) is not None, _load_keras,
+))
+register(ModelFormat("python", "python", "a custom Python model (model.py with class Model)", _is_python, _load_python))
 register(ModelFormat(
     "hf-generative", "huggingface", "a Hugging Face directory (config.json) of a causal language model",
     lambda p: _hf_kind(p) == "generative", _load_generator, generative=True,

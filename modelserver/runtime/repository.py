@@ -17,7 +17,7 @@ import numpy as np
 
 from modelserver.errors import ModelLoadError, NotFound, NotReady
 from modelserver.interface import Servable, Signature, Tensors
-from modelserver.runtime.formats import Loader, is_model_dir
+from modelserver.runtime.formats import Loader, is_model
 
 log = logging.getLogger("modelserver.repository")
 
@@ -26,17 +26,20 @@ LOADING, AVAILABLE, FAILED = "LOADING", "AVAILABLE", "FAILED"
 
 def discover_versions(path: Path) -> dict[int, Path]:
     """``{version: directory}`` for a model directory or a base of numbered versions."""
-    if not path.is_dir():
-        raise ModelLoadError(f"model path {path} is not a directory")
-    if is_model_dir(path):
+    if not path.exists():
+        raise ModelLoadError(f"model path {path} does not exist")
+    if is_model(path):
         return {int(path.name) if path.name.isdigit() else 1: path}
+    if not path.is_dir():
+        raise ModelLoadError(f"model path {path} is neither a directory nor a model file (.keras, .h5)")
     found = {
-        int(p.name): p for p in path.iterdir() if p.is_dir() and p.name.isdigit() and is_model_dir(p)
+        int(p.name): p for p in path.iterdir() if p.is_dir() and p.name.isdigit() and is_model(p)
     }
     if not found:
         raise ModelLoadError(
-            f"no model in {path}: expected a SavedModel (saved_model.pb) or a Hugging Face "
-            "directory (config.json) there or in numbered version directories (1/, 2/, ...)"
+            f"no model in {path}: expected a SavedModel (saved_model.pb), a Keras file (.keras, .h5), a "
+            "custom Python model (model.py) or a Hugging Face directory (config.json) there or in "
+            "numbered version directories (1/, 2/, ...)"
         )
     return found
 

@@ -1,7 +1,9 @@
-"""TensorFlow SavedModel runtime: load a version directory, describe its signatures, run them.
+"""TensorFlow runtime: a model as TensorFlow functions with named inputs and outputs, run and explained.
 
-``load_savedmodel`` returns a ``TFServable``; ``predict`` and ``explain`` block and are called from
-the dispatcher's executor threads (TensorFlow releases the GIL while it computes).
+``TFServable`` serves any set of such functions (one per signature); ``load_savedmodel`` makes one
+from a SavedModel's serving signatures, and the Keras runtime from a traced Keras model.
+``predict`` and ``explain`` block and are called from the dispatcher's executor threads
+(TensorFlow releases the GIL while it computes).
 """
 
 from __future__ import annotations
@@ -88,28 +90,28 @@ def _flat_call(fn: Any, sig: Signature) -> Call:
 
 
 class TFServable:
-    """One loaded SavedModel version."""
+    """One loaded model version: TensorFlow functions by signature name.
 
-    platform = "tensorflow_savedmodel"
+    Each function takes its inputs as keyword arguments and returns a dict of named outputs, as a
+    SavedModel's serving signatures do. ``owner`` (kept as ``_model``) is what they belong to.
+    """
 
-    def __init__(self, name: str, version: int, path: Path) -> None:
+    def __init__(
+        self, name: str, version: int, path: Path, fns: dict[str, Any], *, platform: str, owner: Any = None
+    ) -> None:
         self.name = name
         self.version = version
         self.path = path
-        try:
-            self._model = tf.saved_model.load(str(path))
-        except Exception as e:  # TensorFlow raises many kinds for a broken directory
-            raise ModelLoadError(f"cannot load SavedModel at {path}: {e}") from e
-        self._fns: dict[str, Any] = dict(self._model.signatures)
-        if not self._fns:
-            raise ModelLoadError(f"SavedModel at {path} has no serving signatures")
+        self.platform = platform
+        self._model = owner  # what the functions belong to (the SavedModel, the Keras model)
+        self._fns = fns
         self.signatures = {k: _describe(k, fn) for k, fn in self._fns.items()}
         self._calls = {k: _flat_call(fn, self.signatures[k]) for k, fn in self._fns.items()}
         self._dtypes = {
             k: {t.name: tf.as_dtype(t.dtype.tf_name) for t in sig.inputs}
             for k, sig in self.signatures.items()
         }
-        self.examples = self._read_examples(path)
+        self.examples = self._read_examples(path) if path.is_dir() else {}
 
     @staticmethod
     def _read_examples(path: Path) -> dict[str, Any]:
@@ -217,4 +219,12 @@ def _first_line(e: BaseException) -> str:
 
 
 def load_savedmodel(name: str, version: int, path: Path) -> TFServable:
-    return TFServable(name, version, path)
+    """A SavedModel directory's serving signatures."""
+    try:
+        model = tf.saved_model.load(str(path))
+    except Exception as e:  # TensorFlow raises many kinds for a broken directory
+        raise ModelLoadError(f"cannot load SavedModel at {path}: {e}") from e
+    fns: dict[str, Any] = dict(model.signatures)
+    if not fns:
+        raise ModelLoadError(f"SavedModel at {path} has no serving signatures")
+    return TFServable(name, version, path, fns, platform="tensorflow_savedmodel", owner=model)

@@ -38,7 +38,7 @@ def test_the_files_choose_the_runtime(tmp_path, make, kind, fmt, generative):
     chosen = formats.choose(d, "auto")
     assert (chosen.kind, chosen.format, chosen.generative) == (kind, fmt, generative)
     assert formats.choose(d, fmt) is chosen
-    assert formats.is_model_dir(d)
+    assert formats.is_model(d)
 
 
 def test_a_declared_format_that_does_not_fit_says_which_to_set(tmp_path):
