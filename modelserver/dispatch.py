@@ -45,7 +45,7 @@ class _Item:
 
 def batchable(sig: Signature) -> bool:
     """Rows of several requests can be stacked only when every input and output has a free batch dim."""
-    return all(t.batched for t in sig.inputs) and all(t.batched for t in sig.outputs)
+    return sig.batchable and all(t.batched for t in sig.inputs) and all(t.batched for t in sig.outputs)
 
 
 def merge(items: list[Tensors]) -> Tensors:

@@ -106,6 +106,15 @@ class ModelLoadError(ModelServerError):
     code = "model_load_error"
 
 
+class ModelFailed(ModelServerError):
+    """The model's own code failed or answered what it declared it would not (500, with the reason:
+    the request was fine)."""
+
+    status = 500
+    code = "model_error"
+    kind = "server_error"
+
+
 class ClientGone(ModelServerError):
     """The client closed its connection before its answer: nobody is left to answer (499, nginx's code)."""
 

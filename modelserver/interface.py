@@ -63,6 +63,8 @@ class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     method: str = "tensorflow/serving/predict"
+    #: rows are independent, so the batcher may merge requests (when every first dimension is free too)
+    batchable: bool = True
     _by_name: dict[str, TensorSpec] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -17,7 +17,15 @@ from modelserver.codecs import jsonio
 from modelserver.errors import ModelServerError, NotFound
 from modelserver.interface import Servable
 from modelserver.server.context import ServerContext
-from modelserver.server.errors import INTERNAL, PLAIN, ErrorForm, as_server_error, log_unhandled, render_error
+from modelserver.server.errors import (
+    INTERNAL,
+    PLAIN,
+    ErrorForm,
+    as_server_error,
+    log_failure,
+    log_unhandled,
+    render_error,
+)
 from modelserver.server.pipeline import RequestCycle
 
 
@@ -86,6 +94,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, ModelServerError):
+            log_failure(e, self.request_id)
             if not self._finished:
                 self.fail(e)
             return

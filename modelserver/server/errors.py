@@ -72,3 +72,12 @@ def sse_error_event(exc: BaseException) -> bytes:
 def log_unhandled(exc: BaseException, request_id: str) -> None:
     """A bug: log it with its traceback (errors of ours are answered and logged in the access line)."""
     error_log.error("unhandled error", exc_info=(type(exc), exc, exc.__traceback__), extra={"request_id": request_id})
+
+
+def log_failure(err: ModelServerError, request_id: str) -> None:
+    """An answer of ours with a 5xx status (a model that failed, a timeout): logged as an error line.
+
+    Client errors (4xx) are only in the access line; a model's fault or the server's should be seen.
+    """
+    if err.status >= 500:
+        error_log.error("request failed", extra={"request_id": request_id, "status": err.status, "error": err.message})

@@ -29,7 +29,7 @@ from modelserver.codecs import jsonio
 from modelserver.dataplane import TensorCall
 from modelserver.errors import ClientGone, MethodNotAllowed, ModelServerError
 from modelserver.server.context import ServerContext
-from modelserver.server.errors import INTERNAL, log_unhandled, render_error
+from modelserver.server.errors import INTERNAL, log_failure, log_unhandled, render_error
 from modelserver.server.pipeline import RequestCycle
 
 _date: tuple[int, str] = (0, "")
@@ -126,6 +126,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         try:
             await self.post(**self.path_kwargs)
         except ModelServerError as e:
+            log_failure(e, self.request_id)
             self.fail(e)
         except Exception as e:
             log_unhandled(e, self.request_id)
