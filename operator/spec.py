@@ -109,8 +109,8 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
     fmt = model.get("format", "tensorflow")
     if fmt not in FORMATS:
         raise SpecError(
-            f"spec.model.format {fmt!r} is not served; use tensorflow (a SavedModel) or huggingface "
-            "(a Hugging Face model directory)"
+            f"spec.model.format {fmt!r} is not served; use tensorflow (a SavedModel), keras (a .keras or .h5 "
+            "file), python (a directory with model.py) or huggingface (a Hugging Face model directory)"
         )
     generation = _generation(_obj(spec, "generation"))
     if generation and fmt != "huggingface":

@@ -2,7 +2,8 @@
 
 Every ``curl -s localhost:PORT`` line in a ``sh`` block runs through bash against a test server
 (the port swapped for its): 8080 is the demo model, 8000 the OpenAI-style LLM (the tests' tiny
-Llama, served as ``my-llm``) and 8001 the real all-MiniLM-L6-v2 embedder. Where the next line is a
+Llama, served as ``my-llm``), 8001 the real all-MiniLM-L6-v2 embedder, 8002 the Keras file that
+``examples/keras-model.py`` makes and 8003 the custom Python model in ``examples/python-model``. Where the next line is a
 ``# {...}`` comment, the answer must match it. ``curl -sN`` lines are streams and must end in
 ``data: [DONE]``. The Python blocks run too.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+EXAMPLES_DIR = README.parent / "examples"
 
 
 def _blocks(lang: str) -> list[str]:
@@ -29,7 +31,7 @@ def _curl_examples() -> list[tuple[str, str | None]]:
     for block in _blocks("sh"):
         lines = block.splitlines()
         for i, line in enumerate(lines):
-            if re.match(r"curl -sN? localhost:80(80|00|01)", line):
+            if re.match(r"curl -sN? localhost:80(80|00|01|02|03)", line):
                 nxt = lines[i + 1] if i + 1 < len(lines) else ""
                 out.append((line, nxt[2:] if nxt.startswith("# {") else None))
     return out
@@ -53,12 +55,31 @@ def test_readme_has_examples():
 
 
 @pytest.fixture(scope="module")
-def servers(request):
+def servers(request, start_server, model_dir):
     """README port -> test server address, started only when an example needs it."""
+    started: dict[str, str] = {}
+
+    def churn() -> str:
+        if "churn" not in started:
+            path = model_dir / "readme" / "churn.keras"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made = subprocess.run([sys.executable, str(EXAMPLES_DIR / "keras-model.py"), str(path)],
+                                  capture_output=True, text=True, timeout=300)
+            assert made.returncode == 0, made.stderr
+            started["churn"] = start_server(path).address
+        return started["churn"]
+
+    def risk() -> str:
+        if "risk" not in started:
+            started["risk"] = start_server(EXAMPLES_DIR / "python-model", "--name", "risk").address
+        return started["risk"]
+
     return {
         "8080": lambda: request.getfixturevalue("iris").address,
         "8000": lambda: request.getfixturevalue("llm")[0].address,
         "8001": lambda: request.getfixturevalue("minilm").address,
+        "8002": churn,
+        "8003": risk,
     }
 
 
