@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from modelserver import __version__, demo
 from modelserver import settings as settings_mod
@@ -33,10 +33,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"modelserver {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a model directory (the demo model when none is given)")
-    serve.add_argument("model_path", nargs="?", default=None, help="model directory (SavedModel or Hugging Face) or a directory of numbered versions")
+    serve.add_argument("model_path", nargs="?", default=None, help="a model (SavedModel, Keras file, model.py or Hugging Face "
+                       "directory), a directory of numbered versions, or s3:// or http(s):// to fetch one from")
     _add_setting_flags(serve)
     fetch = sub.add_parser("fetch", help="download or copy a model into a directory")
-    fetch.add_argument("uri", help="http(s)://...tar.gz|.zip, file:///path, or a local path")
+    fetch.add_argument("uri", help="s3://bucket/prefix, http(s)://...tar.gz|.zip, file:///path, or a local path")
     fetch.add_argument("dir", help="destination directory")
     drain = sub.add_parser("drain", help="tell a running server to drain (a preStop hook), then wait")
     drain.add_argument("--pid", type=int, default=1, help="the server's process id (default 1, as in a container)")
@@ -53,10 +54,18 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"modelserver: {e}", file=sys.stderr)
         return 2
-    from modelserver import logs, workers
+    from modelserver import fetch, logs, workers
 
     logs.configure(s.log_level, s.log_format)
-    if s.model_path:
+    if s.model_path and s.model_path.startswith(fetch.REMOTE):
+        try:
+            path = fetch.fetch_to_cache(s.model_path)
+        except fetch.FetchError as e:
+            print(f"modelserver: {e}", file=sys.stderr)
+            return 2
+        remote = PurePosixPath(s.model_path.split("://", 1)[1].rstrip("/"))
+        name = s.name or (remote.parent.name if remote.name.isdigit() else remote.name.split(".")[0] or "model")
+    elif s.model_path:
         path = Path(s.model_path)
         name = s.name or (path.parent.name if path.name.isdigit() else path.stem if path.is_file() else path.name)
     else:

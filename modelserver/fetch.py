@@ -2,6 +2,8 @@
 
 - ``http(s)://.../model.tar.gz|.tgz|.tar|.zip``: downloaded with progress, unpacked into DIR;
 - ``http(s)://...`` anything else: saved into DIR under its file name;
+- ``s3://bucket/prefix`` or ``s3://bucket/key``: every object below the prefix, or the one object
+  (an archive is unpacked), from S3 or an S3-compatible store (see ``s3``);
 - ``file:///path`` or a plain path: a directory copied into DIR, an archive unpacked there, or any
   other file (a ``.keras`` model, say) copied into DIR under its name.
 
@@ -114,6 +116,21 @@ def fetch(uri: str, dest: Path, out: IO[str] = sys.stderr) -> Path:
             unpack(archive, dest)
         _flatten(dest)
         return dest
+    if parsed.scheme == "s3":
+        from modelserver.s3 import S3Error, fetch_s3
+
+        try:
+            written = fetch_s3(uri, dest, out)
+        except S3Error as e:
+            raise FetchError(str(e)) from e
+        if len(written) == 1 and written[0].name.endswith(ARCHIVES):
+            archive = dest / written[0]
+            with tempfile.TemporaryDirectory() as tmp:
+                moved = Path(tmp) / archive.name
+                shutil.move(str(archive), moved)
+                unpack(moved, dest)
+            _flatten(dest)
+        return dest
     if parsed.scheme in ("file", ""):
         src = Path(urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else uri)
         if src.is_dir():
@@ -127,6 +144,21 @@ def fetch(uri: str, dest: Path, out: IO[str] = sys.stderr) -> Path:
             raise FetchError(f"{src} does not exist")
         return dest
     raise FetchError(
-        f"unsupported URI scheme {parsed.scheme!r} in {uri!r}: use http(s):// or file:// "
+        f"unsupported URI scheme {parsed.scheme!r} in {uri!r}: use http(s)://, s3:// or file:// "
         "(pvc:// claims are mounted by the operator, not fetched)"
     )
+
+
+REMOTE = ("http://", "https://", "s3://")
+
+
+def fetch_to_cache(uri: str, out: IO[str] = sys.stderr) -> Path:
+    """A remote model (``modelserver serve s3://...``) fetched afresh into a cache directory of its own."""
+    import hashlib
+    import os
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelserver" / "fetched"
+    dest = base / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if dest.exists():
+        shutil.rmtree(dest)
+    return fetch(uri, dest, out)

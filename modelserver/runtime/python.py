@@ -102,14 +102,18 @@ class PythonServable:
     def _fault(self, method: str, what: str) -> ModelFailed:
         return ModelFailed(f"model {self.name!r}: {method} {what} (an error in the model's code, not in the request)")
 
-    def predict(self, signature: str, inputs: Tensors) -> Tensors:
-        """The model's predict, its outputs checked against the declared ones."""
+    def _run(self, method: str, inputs: Tensors) -> Any:
+        """Call the model's ``method``; anything it raises (but our own errors) is the model's fault."""
         try:
-            out = self.model.predict(dict(inputs))
+            return getattr(self.model, method)(dict(inputs))
         except ModelServerError:
             raise
         except Exception as e:
-            raise self._fault("predict", f"raised {type(e).__name__}: {e}") from e
+            raise self._fault(method, f"raised {type(e).__name__}: {e}") from e
+
+    def predict(self, signature: str, inputs: Tensors) -> Tensors:
+        """The model's predict, its outputs checked against the declared ones."""
+        out = self._run("predict", inputs)
         expected = self.signatures[SIGNATURE].outputs
         want = [t.name for t in expected]
         if not isinstance(out, dict) or sorted(map(str, out)) != sorted(want):
@@ -136,12 +140,7 @@ class PythonServable:
         """The model's own attributions: for some or all inputs, each shaped like its input."""
         if not callable(getattr(self.model, "explain", None)):
             raise InvalidInput(f"model {self.name!r} has no explanations: its Model class defines no explain method")
-        try:
-            out = self.model.explain(dict(inputs))
-        except ModelServerError:
-            raise
-        except Exception as e:
-            raise self._fault("explain", f"raised {type(e).__name__}: {e}") from e
+        out = self._run("explain", inputs)
         if not isinstance(out, dict) or not out or not set(map(str, out)) <= set(inputs):
             raise self._fault("explain", f"returned {_keys(out)}, expected a dict keyed by some of the inputs {sorted(inputs)}")
         result: Tensors = {}

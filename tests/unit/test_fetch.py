@@ -65,8 +65,8 @@ def test_errors(http_dir, tmp_path):
     www, base = http_dir
     with pytest.raises(FetchError, match="404"):
         fetch(f"{base}/missing.tar.gz", tmp_path / "x", io.StringIO())
-    with pytest.raises(FetchError, match="unsupported URI scheme 's3'"):
-        fetch("s3://bucket/model", tmp_path / "y")
+    with pytest.raises(FetchError, match="unsupported URI scheme 'gs'"):
+        fetch("gs://bucket/model", tmp_path / "y")
     evil = www / "evil.tar"
     with tarfile.open(evil, "w") as t:
         info = tarfile.TarInfo("../escape.txt")
