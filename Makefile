@@ -38,8 +38,9 @@ unit: $(STAMP)
 server-tests: $(STAMP)
 	$(BIN)/pytest tests/server -q
 
-## Lint, type-check and run every test tier (the cluster tiers build or reuse a local kind cluster)
-test: lint typecheck cluster
+## Lint, type-check and run every test tier (the cluster tiers build or reuse a local kind cluster; the S3
+## tests a SeaweedFS built from its Go module)
+test: lint typecheck cluster seaweedfs
 	$(BIN)/pytest tests
 
 ## Side-by-side benchmark with KServe, MLServer and a tornado hello-world (see Benchmarks in the README)

@@ -16,6 +16,8 @@ COREDNS_VERSION="${COREDNS_VERSION:-v1.12.1}"     # what kubeadm $K8S_VERSION de
 ETCD_VERSION="${ETCD_VERSION:-v3.6.5}"             # what kubeadm $K8S_VERSION deploys (3.6.5-0)
 PAUSE_VERSION="${PAUSE_VERSION:-3.10.1}"
 DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"
+# SeaweedFS (Apache-2.0), the S3-compatible store the S3 tests start; a pseudo-version of its module
+SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}"
 CLUSTER_NAME="${CLUSTER_NAME:-modeldeploy}"
 
 # Debian packages of the kind node image and of the kube-proxy image.
@@ -33,6 +35,7 @@ export CGO_ENABLED=0
 export PATH="$TOOLS_BIN:/usr/local/go/bin:$PATH"
 
 K8S_BIN_DIR="$CACHE_DIR/k8s/$K8S_VERSION/bin"
+SEAWEEDFS_BIN="$CACHE_DIR/seaweedfs/$SEAWEEDFS_VERSION/weed"
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -3,6 +3,7 @@
 #
 #   make cluster-tools   kind, kubectl, helm into .tools/bin
 #   make apiserver-bins  Kubernetes binaries (etcd, kube-apiserver, ...) into the cache dir
+#   make seaweedfs       SeaweedFS's weed (the S3-compatible store of the S3 tests) into the cache dir
 #   make docker-up       Docker engine running, privileged containers working
 #   make base-image      local Debian base image modeldeploy/base:bookworm
 #   make node-image      offline kind node image
@@ -21,7 +22,7 @@ TOOLS_BIN ?= $(CLUSTER_REPO_ROOT)/.tools/bin
 CLUSTER_PYTEST ?= python3 -m pytest
 KUBECONFIG_CONTEXT ?= kind-modeldeploy
 
-.PHONY: cluster-tools apiserver-bins docker-up base-image node-image cluster cluster-down image \
+.PHONY: cluster-tools apiserver-bins seaweedfs docker-up base-image node-image cluster cluster-down image \
         test-apiserver test-e2e
 
 cluster-tools:
@@ -29,6 +30,9 @@ cluster-tools:
 
 apiserver-bins:
 	$(CLUSTER_SCRIPTS)/build-k8s.sh
+
+seaweedfs:
+	$(CLUSTER_SCRIPTS)/build-seaweedfs.sh >/dev/null
 
 docker-up:
 	$(CLUSTER_SCRIPTS)/docker-up.sh
