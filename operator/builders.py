@@ -22,6 +22,8 @@ PRESTOP_SECONDS = 5
 DRAIN_SECONDS = 30
 RUN_AS = 10001
 KEYS_DIR = "/var/run/modeldeploy/keys"
+#: the init container that fetches http(s):// and s3:// models; its failures become FetchFailed
+FETCH_CONTAINER = "fetch-model"
 MAX_NAME = 63
 
 
@@ -126,20 +128,21 @@ def pod_template(spec: Spec, image: str) -> dict[str, Any]:
     if src.kind == "pvc":
         volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": src.claim, "readOnly": True}})
         mounts.append({"name": "model", "mountPath": MODEL_ROOT, "readOnly": True})
-    elif src.kind == "http":
+    elif spec.fetched:
         volumes.append({"name": "model", "emptyDir": {}})
         mounts.append({"name": "model", "mountPath": MODEL_ROOT})
-        init.append(
-            {
-                "name": "fetch-model",
-                "image": image,
-                "args": ["fetch", src.uri, src.server_path(spec.model_name)],
-                "volumeMounts": [{"name": "model", "mountPath": MODEL_ROOT}, {"name": "tmp", "mountPath": "/tmp"}],
-                "securityContext": _container_security(),
-                "resources": spec.resources,
-                "terminationMessagePolicy": "FallbackToLogsOnError",
-            }
-        )
+        fetch: dict[str, Any] = {
+            "name": FETCH_CONTAINER,
+            "image": image,
+            "args": ["fetch", src.uri, src.server_path(spec.model_name)],
+            "volumeMounts": [{"name": "model", "mountPath": MODEL_ROOT}, {"name": "tmp", "mountPath": "/tmp"}],
+            "securityContext": _container_security(),
+            "resources": spec.resources,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+        if spec.storage_secret:  # the credentials reach the fetch container only
+            fetch["envFrom"] = [{"secretRef": {"name": spec.storage_secret}}]
+        init.append(fetch)
     if spec.api_key_secret:
         secret, key = spec.api_key_secret
         volumes.append({"name": "api-keys", "secret": {"secretName": secret, "items": [{"key": key, "path": "keys"}]}})
@@ -187,6 +190,8 @@ def pod_template(spec: Spec, image: str) -> dict[str, Any]:
     }
     if init:
         pod_spec["initContainers"] = init
+    if spec.service_account:
+        pod_spec["serviceAccountName"] = spec.service_account
     return {"metadata": {"labels": labels(spec)}, "spec": pod_spec}
 
 

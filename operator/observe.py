@@ -25,6 +25,13 @@ def pod_view(k: Kube, pod: dict[str, Any], spec: spec_mod.Spec) -> status_mod.Po
     st = pod.get("status") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions", []))
     view = status_mod.PodView(name=pod["metadata"]["name"], ready=ready)
+    for cs in st.get("initContainerStatuses", []):
+        if cs.get("name") != builders.FETCH_CONTAINER:
+            continue
+        state = cs.get("state") or {}
+        failed = state.get("terminated") or (cs.get("lastState") or {}).get("terminated") or {}
+        if failed and failed.get("exitCode") not in (0, None) and "running" not in state:
+            view.fetch_failed = _fetch_message(failed)
     statuses = st.get("initContainerStatuses", []) + st.get("containerStatuses", [])
     for cs in statuses:
         waiting = (cs.get("state") or {}).get("waiting") or {}
@@ -46,6 +53,15 @@ def pod_view(k: Kube, pod: dict[str, Any], spec: spec_mod.Spec) -> status_mod.Po
                 view.unready_reason = str(answer.get("error", ""))
                 view.unready_code = str(answer.get("reason", ""))
     return view
+
+
+def _fetch_message(terminated: dict[str, Any]) -> str:
+    """What the fetch said last: its error line (``modelserver fetch: ...``), else its exit code."""
+    text = (terminated.get("message") or "").strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    said = next((ln for ln in reversed(lines) if ln.startswith("modelserver fetch:")), lines[-1] if lines else "")
+    said = said.removeprefix("modelserver fetch:").strip()
+    return said[:500] or f"exit code {terminated.get('exitCode')}"
 
 
 def model_info(k: Kube, spec: spec_mod.Spec, pods: list[status_mod.PodView]) -> dict[str, Any] | None:

@@ -15,9 +15,9 @@ from modeldeploy_operator.errors import SpecError
 from modelserver import contract
 
 PROTOCOLS = contract.PROTOCOLS
-#: the formats a ModelDeployment names explicitly (the server's, less ``auto``)
-FORMATS = tuple(f for f in contract.FORMATS if f != "auto")
+FORMATS = contract.FORMATS
 MODEL_ROOT = "/models"
+_S3 = re.compile(r"^s3://[a-z0-9][-a-z0-9.]*[a-z0-9](/.*)?$")
 _PVC = re.compile(r"^pvc://(?P<claim>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)(?P<path>/.*)?$")
 
 
@@ -25,7 +25,7 @@ _PVC = re.compile(r"^pvc://(?P<claim>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)(?P<path>/.*
 class ModelSource:
     """Where the model comes from and where the server finds it."""
 
-    kind: str  # "demo" | "pvc" | "http" | "file"
+    kind: str  # "demo" | "pvc" | "http" | "s3" | "file"
     uri: str = ""
     claim: str = ""
     sub_path: str = ""
@@ -49,9 +49,11 @@ def parse_uri(uri: str) -> ModelSource:
         return ModelSource("pvc", uri, claim=m.group("claim"), sub_path=m.group("path") or "")
     if uri.startswith(("http://", "https://")) and len(uri) > len("https://"):
         return ModelSource("http", uri)
+    if _S3.match(uri):
+        return ModelSource("s3", uri)
     if uri.startswith("file:///"):
         return ModelSource("file", uri)
-    raise SpecError(f"spec.model.uri {uri!r}: expected pvc://CLAIM/PATH, http(s)://..., or file:///PATH")
+    raise SpecError(f"spec.model.uri {uri!r}: expected pvc://CLAIM/PATH, http(s)://..., s3://BUCKET/PREFIX or file:///PATH")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,15 @@ class Spec:
     limits: dict[str, Any] = field(default_factory=dict)
     #: generative models: ``maxSequences`` and ``maxModelLen`` as given (absent: the server's defaults)
     generation: dict[str, int] = field(default_factory=dict)
+    #: the Secret whose keys (AWS_*) the fetch container gets as its environment
+    storage_secret: str = ""
+    #: the pods' service account (IRSA, workload identity); empty: the namespace's default
+    service_account: str = ""
+
+    @property
+    def fetched(self) -> bool:
+        """True when an init container fetches the model (http(s)://, s3://)."""
+        return self.source.kind in ("http", "s3")
 
 
 def _obj(spec: dict[str, Any], key: str) -> dict[str, Any]:
@@ -110,7 +121,7 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
     if fmt not in FORMATS:
         raise SpecError(
             f"spec.model.format {fmt!r} is not served; use tensorflow (a SavedModel), keras (a .keras or .h5 "
-            "file), python (a directory with model.py) or huggingface (a Hugging Face model directory)"
+            "file), python (a directory with model.py), huggingface (a Hugging Face model directory) or auto"
         )
     generation = _generation(_obj(spec, "generation"))
     if generation and fmt != "huggingface":
@@ -129,13 +140,19 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
     budget = spec.get("disruptionBudget")
     if budget is not None and ("minAvailable" in budget) == ("maxUnavailable" in budget):
         raise SpecError("spec.disruptionBudget needs exactly one of minAvailable or maxUnavailable")
+    storage = _obj(model, "storage").get("secretRef") or {}
+    if storage and not isinstance(storage.get("name"), str):
+        raise SpecError("spec.model.storage.secretRef.name: expected the name of a Secret")
+    source = parse_uri(model.get("uri", ""))
+    if storage and source.kind != "s3":
+        raise SpecError("spec.model.storage applies to s3:// URIs only")
     auth = _obj(spec, "auth").get("apiKeySecretRef")
     secret = (auth["name"], auth.get("key", "api-keys")) if auth else None
     return Spec(
         name=name,
         namespace=namespace,
         model_name=model.get("name") or name,
-        source=parse_uri(model.get("uri", "")),
+        source=source,
         signature=model.get("signature", "serving_default"),
         format=fmt,
         protocol=protocol,
@@ -150,4 +167,6 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         api_key_secret=secret,
         limits=_obj(spec, "limits"),
         generation=generation,
+        storage_secret=storage.get("name", "") if storage else "",
+        service_account=str(spec.get("serviceAccountName") or ""),
     )

@@ -1,8 +1,8 @@
 """The ModelDeployment's status from what the cluster shows: a pure function of observations.
 
 Ready is True only when every desired replica of the current generation is ready. Otherwise the
-reason says why, most specific first: an image that cannot be pulled, a crash loop, a model that
-failed to load (from the reason code of a pod's own readiness answer), or pods still starting.
+reason says why, most specific first: an image that cannot be pulled, a model that could not be
+fetched (the fetch init container failed), a crash loop, a model that failed to load (from the reason code of a pod's own readiness answer), or pods still starting.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class PodView:
     #: (``contract.NotReadyReason``) that programs match
     unready_reason: str = ""
     unready_code: str = ""
+    #: the model fetch (init container) failed: its last error, as the fetch printed it
+    fetch_failed: str = ""
 
 
 @dataclass
@@ -64,6 +66,9 @@ def ready_condition(o: Observed) -> dict[str, Any]:
     for p in o.pods:
         if p.waiting_reason in IMAGE_ERRORS:
             return _condition(False, "ImagePullFailed", f"pod {p.name}: {p.waiting_reason}: {p.waiting_message}".rstrip(": "), g)
+    for p in o.pods:
+        if p.fetch_failed:
+            return _condition(False, "FetchFailed", f"pod {p.name}: the model could not be fetched: {p.fetch_failed}", g)
     for p in o.pods:
         if p.waiting_reason == "CrashLoopBackOff":
             detail = f" (last exit: {p.last_exit})" if p.last_exit else ""

@@ -9,9 +9,12 @@ requests, and deletion leaving nothing behind.
 
 from __future__ import annotations
 
+import base64
 import json
+import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +24,7 @@ import openai
 import pytest
 import requests
 
-from tests import hf_models, models
+from tests import hf_models, keras_models, models, s3_store
 from tests.incluster import CLIENT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -317,6 +320,76 @@ def test_status_says_why_a_model_is_not_ready(installed, ns, model_files):
     finally:
         for name in ("no-image", "broken"):
             kubectl(cluster, "-n", ns, "delete", f"mdep/{name}", "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def seaweedfs(installed, ns, tmp_path_factory):
+    """examples/seaweedfs.yaml running in the namespace, its image built from the cached ``weed``."""
+    cluster = installed
+    context = tmp_path_factory.mktemp("seaweedfs-image")
+    shutil.copy2(s3_store.weed_binary(), context / "weed")
+    shutil.copy2(ROOT / "tests" / "e2e" / "Dockerfile.seaweedfs", context / "Dockerfile")
+    cluster.build_image(context / "Dockerfile", "modeldeploy/seaweedfs:dev", context)
+    kubectl(cluster, "-n", ns, "apply", "-f", str(ROOT / "examples" / "seaweedfs.yaml"))
+    kubectl(cluster, "-n", ns, "rollout", "status", "deployment/seaweedfs", "--timeout=180s")
+    secret = json.loads(kubectl(cluster, "-n", ns, "get", "secret/s3-creds", "-o", "json").stdout)["data"]
+    creds = {k: base64.b64decode(v).decode() for k, v in secret.items()}
+    with cluster.port_forward(ns, "svc/seaweedfs", 8333) as port:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name=creds["AWS_REGION"],
+                              aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])
+        deadline = time.monotonic() + 60
+        while True:  # the gateway answers once its filer is up
+            try:
+                client.head_bucket(Bucket="models")
+                break
+            except Exception:
+                assert time.monotonic() < deadline, diagnose(cluster, ns)
+                time.sleep(1)
+        yield client
+
+
+def test_s3_models_become_ready_and_answer_and_a_wrong_key_says_so(installed, ns, reference, seaweedfs):
+    cluster = installed
+    demo_path, expected = reference
+    for path in sorted(p for p in demo_path.rglob("*") if p.is_file()):
+        seaweedfs.upload_file(str(path), "models", f"iris/{path.relative_to(demo_path).as_posix()}")
+    churn = keras_models.two_inputs(Path(tempfile.mkdtemp()) / "churn.keras", seed=5)
+    seaweedfs.upload_file(str(churn), "models", "keras/churn.keras")
+
+    kubectl(cluster, "-n", ns, "apply", "-f", str(ROOT / "examples" / "iris-s3.yaml"))
+    keras_spec = {"apiVersion": "modeldeploy.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "churn"},
+                  "spec": {"model": {"uri": "s3://models/keras/churn.keras", "format": "keras",
+                                     "storage": {"secretRef": {"name": "s3-creds"}}}, "protocol": "v2"}}
+    missing = {"apiVersion": "modeldeploy.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "missing"},
+               "spec": {"model": {"uri": "s3://models/teams/nobody/model.keras",
+                                  "storage": {"secretRef": {"name": "s3-creds"}}}}}
+    for body in (keras_spec, missing):
+        kubectl(cluster, "-n", ns, "apply", "-f", "-", input=json.dumps(body))
+    try:
+        wait_ready(cluster, ns, "iris-s3")
+        wait_ready(cluster, ns, "churn")
+        with cluster.port_forward(ns, "svc/iris-s3", 80) as port:
+            r = requests.post(f"http://127.0.0.1:{port}/v1/models/iris-s3:predict", json={"instances": ROWS}, timeout=30)
+            np.testing.assert_allclose(r.json()["predictions"], expected, rtol=1e-5)
+        age, feats = np.array([[30.0]], np.float32), np.array([[0.2, 0.4, 0.6]], np.float32)
+        body = {"inputs": [{"name": "age", "shape": [1, 1], "datatype": "FP32", "data": [30.0]},
+                           {"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [0.2, 0.4, 0.6]}]}
+        with cluster.port_forward(ns, "svc/churn", 80) as port:
+            r = requests.post(f"http://127.0.0.1:{port}/v2/models/churn/infer", json=body, timeout=30)
+            outs = {o["name"]: o["data"] for o in r.json()["outputs"]}
+            np.testing.assert_allclose(outs["proba"], keras_models.predict(churn, age, feats)[1][0], atol=1e-5)
+        failed = wait_reason(cluster, ns, "missing", "FetchFailed")
+        assert "s3://models/teams/nobody/model.keras" in failed["message"] and "NoSuchKey" in failed["message"]
+        # the credentials went to the fetch container only
+        pod = json.loads(kubectl(cluster, "-n", ns, "get", "pods", "-l", "app.kubernetes.io/instance=iris-s3",
+                                 "-o", "json").stdout)["items"][0]["spec"]
+        assert pod["initContainers"][0]["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+        assert "envFrom" not in pod["containers"][0]
+    finally:
+        kubectl(cluster, "-n", ns, "delete", "mdep/missing", "--wait=false", check=False)
 
 
 def test_delete_leaves_nothing(installed, ns):

@@ -81,6 +81,7 @@ def test_probes_prestop_and_rolling_update():
         ("", ["serve"], None, False),
         ("pvc://models/iris/1", ["serve", "/models/iris/1"], {"claimName": "models", "readOnly": True}, False),
         ("https://host/iris.tar.gz", ["serve", "/models/iris"], None, True),
+        ("s3://models/teams/iris", ["serve", "/models/iris"], None, True),
         ("file:///opt/models/iris", ["serve", "/opt/models/iris"], None, False),
     ],
 )
@@ -196,7 +197,7 @@ def test_replicas_hpa_and_pdb_only_when_asked():
         ({"replicas": 2, "autoscaling": {"maxReplicas": 3}}, ["either spec.replicas or spec.autoscaling"]),
         ({"autoscaling": {"minReplicas": 4, "maxReplicas": 3}}, ["minReplicas"]),
         ({"disruptionBudget": {}}, ["exactly one"]),
-        ({"model": {"uri": "s3://bucket/m"}}, ["pvc://", "http"]),
+        ({"model": {"uri": "gs://bucket/m"}}, ["pvc://", "http", "s3://"]),
         ({"model": {"format": "onnx"}}, ["onnx", "tensorflow", "huggingface"]),
         ({"generation": {"maxSequences": 8}}, ["spec.generation", "huggingface"]),
         ({"model": {"format": "huggingface"}, "generation": {"maxSequences": 0}}, ["maxSequences", "1 to 256"]),
@@ -229,3 +230,26 @@ def test_status_url(protocol, url):
 
 def test_builders_are_deterministic():
     assert build({"replicas": 2}) == build({"replicas": 2})
+
+
+def test_s3_credentials_reach_the_fetch_container_only():
+    dep = build({"model": {"uri": "s3://models/iris", "storage": {"secretRef": {"name": "s3-creds"}}},
+                 "serviceAccountName": "model-reader"})["Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    (fetch,) = pod["initContainers"]
+    assert fetch["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert "envFrom" not in container(dep) and not any(e["name"].startswith("AWS_") for e in container(dep)["env"])
+    assert pod["serviceAccountName"] == "model-reader"
+    assert "serviceAccountName" not in build({})["Deployment"]["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"model": {"uri": "s3://"}}, "s3://BUCKET"),
+        ({"model": {"uri": "https://h/m.tgz", "storage": {"secretRef": {"name": "x"}}}}, "s3:// URIs only"),
+    ],
+)
+def test_s3_specs_that_cannot_work_say_why(spec, words):
+    with pytest.raises(SpecError, match=words):
+        parse("iris", "ml", spec)

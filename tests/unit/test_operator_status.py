@@ -29,6 +29,7 @@ def dep(ready=1, updated=1, replicas=1, generation=2, observed=2):
         (Observed(3, 1, dep(0), [PodView("p", False, "CrashLoopBackOff", last_exit="exit code 2: boom")]), "False", "CrashLooping"),
         (Observed(3, 1, dep(0), [PodView("p", False, unready_reason="model failed to load: x", unready_code=NotReadyReason.LOAD_FAILED)]), "False", "ModelLoadFailed"),
         (Observed(3, 1, dep(0), [PodView("p", False, unready_reason="models are not loaded yet", unready_code=NotReadyReason.LOADING)]), "False", "Progressing"),
+        (Observed(3, 1, dep(0), [PodView("p", False, "CrashLoopBackOff", fetch_failed="s3://b/k: AccessDenied")]), "False", "FetchFailed"),
     ],
 )
 def test_ready_condition(observed, status, reason):
