@@ -7,6 +7,7 @@ admin credentials; the standard ``AWS_*`` variables in ``env`` are all a client 
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -16,6 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 ACCESS_KEY = "modeldeploy-test"
 SECRET_KEY = "modeldeploy-test-secret"
 REGION = "us-east-1"
+#: an identity that may list but not read: what a misconfigured role looks like
+LISTER_KEY = "modeldeploy-lister"
+LISTER_SECRET = "modeldeploy-lister-secret"
+
+
+def _identities() -> dict:
+    return {"identities": [
+        {"name": "admin", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+         "actions": ["Admin", "Read", "List", "Tagging", "Write"]},
+        {"name": "lister", "credentials": [{"accessKey": LISTER_KEY, "secretKey": LISTER_SECRET}], "actions": ["List"]},
+    ]}
 
 
 def weed_binary() -> Path:
@@ -46,12 +58,14 @@ class SeaweedFS:
         master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = _free_ports(8)
         self.endpoint = f"http://127.0.0.1:{s3}"
         self.log_path = data / "weed.log"
+        config = data / "s3.json"
+        config.write_text(json.dumps(_identities()))
         args = [
             str(weed), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={master}", f"-master.port.grpc={master_grpc}", f"-volume.port={volume}",
             f"-volume.port.grpc={volume_grpc}", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
             f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
+            "-webdav=false", "-admin.ui=false", "-master.telemetry=false", f"-s3.config={config}",
         ]
         env = {"PATH": "/usr/bin:/bin", "HOME": str(data), "AWS_ACCESS_KEY_ID": ACCESS_KEY,
                "AWS_SECRET_ACCESS_KEY": SECRET_KEY}

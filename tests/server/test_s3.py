@@ -132,3 +132,14 @@ def test_wrong_credentials_are_named_and_the_command_fails(store, tmp_path):
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("modelserver fetch: s3://models/teams/ml/iris") and "SignatureDoesNotMatch" in last, last
+
+
+def test_an_identity_that_may_not_read_is_told_access_denied(store, iris_path, tmp_path):
+    store.upload_tree("models", "locked/iris", iris_path)
+    env = {**store.env, "AWS_ACCESS_KEY_ID": s3_store.LISTER_KEY, "AWS_SECRET_ACCESS_KEY": s3_store.LISTER_SECRET}
+    done = subprocess.run([sys.executable, "-m", "modelserver", "fetch", "s3://models/locked/iris", str(tmp_path / "d")],
+                          capture_output=True, text=True, timeout=60, env=_only_aws(env), cwd=tmp_path)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("modelserver fetch: s3://models/locked/iris/") and "AccessDenied" in last, last
+    assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
