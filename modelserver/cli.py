@@ -55,8 +55,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"modelserver: {e}", file=sys.stderr)
         return 2
     from modelserver import fetch, logs, workers
+    from modelserver.dataplane import mapping_of
 
     logs.configure(s.log_level, s.log_format)
+    try:
+        mapping_of(s)  # refused at start: a template that is not JSON, an expression that does not compile
+    except ValueError as e:
+        print(f"modelserver: {e}", file=sys.stderr)
+        return 2
     if s.model_path and s.model_path.startswith(fetch.REMOTE):
         try:
             path = fetch.fetch_to_cache(s.model_path)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from modelserver.codecs import bodies, fastparse, jsonio, v1, v2
+from modelserver.codecs.mapping import Mapping, parse_template
 from modelserver.codecs.tensors import batch_rows
 from modelserver.dispatch import Dispatcher
 from modelserver.errors import InvalidInput
@@ -52,13 +53,35 @@ class Answer:
     headers: dict[str, str] | None = None
 
 
+def mapping_of(settings: Settings) -> Mapping | None:
+    """The custom mapping the settings declare, compiled; ``MappingError`` (a ValueError) names what is wrong."""
+    if not settings.mapping_request:
+        if settings.mapping_response:
+            raise ValueError("mapping_response: set mapping_request too (the response template maps its answers)")
+        return None
+    request = parse_template(settings.mapping_request, "mapping_request")
+    response = parse_template(settings.mapping_response, "mapping_response") if settings.mapping_response else None
+    mapping = Mapping(request, response)
+    if settings.mapping_example:
+        example = parse_template(settings.mapping_example, "mapping_example")
+        try:
+            mapping.request(example)
+        except InvalidInput as e:
+            raise ValueError(f"mapping_example does not map: {e.message}") from None
+    return mapping
+
+
 class DataPlane:
     """The served models and the one way every protocol reaches them."""
 
-    def __init__(self, settings: Settings, repository: ModelRepository, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, settings: Settings, repository: ModelRepository, dispatcher: Dispatcher, mapping: Mapping | None = None
+    ) -> None:
         self.settings = settings
         self.repository = repository
         self.dispatcher = dispatcher
+        #: the custom mapping of the single-model paths (``/predict``, ``/explain``), if any
+        self.mapping = mapping
 
     # -- the shared steps -----------------------------------------------------------------------
     def servable(self, model: str | None, version: str | None = None, label: str | None = None) -> Servable:
@@ -88,30 +111,46 @@ class DataPlane:
 
     # -- tensor requests ------------------------------------------------------------------------
     async def infer(self, call: TensorCall) -> Answer:
-        """Resolve, decode, run and encode one tensor request."""
+        """Resolve, decode, run and encode one tensor request. On the seed paths with a custom mapping,
+        the caller's body is mapped first, and a prediction's answer after (explanations keep the
+        standard form: the response template describes predictions)."""
         servable = self.servable(call.model, call.version, call.label)
         call.served_model = call.model or self.repository.default_name  # only served names become labels
         head, tail = (
             v2.split_binary(call.body, call.header_length) if call.protocol == "v2" else (call.body, b"")
         )
         body = fastparse.loads(head)
+        mapped_from = None
+        if call.protocol == "seed" and self.mapping is not None:
+            mapped_from, body = body, self.mapping.request(body)
         protocol = bodies.protocol_of(body) if call.protocol == "seed" else call.protocol
         call.answered = protocol
         sig = self.signature(servable, call.signature or bodies.signature_name(body))
         if protocol == "v1":
-            return await self._v1(servable, sig, body, call.explain)
-        return await self._v2(servable, sig, body, tail, call.explain)
+            answer, out_tail = await self._v1(servable, sig, body, call.explain), b""
+        else:
+            answer, out_tail = await self._v2(servable, sig, body, tail, call.explain)
+        if mapped_from is not None and self.mapping is not None and not call.explain:
+            if out_tail:
+                raise InvalidInput("binary outputs are not available on a mapped path: ask for JSON outputs")
+            plain = jsonio.loads(jsonio.dumps(answer))  # arrays as JSON lists, as the expressions see them
+            return Answer(jsonio.dumps(self.mapping.response(plain, mapped_from)))
+        head_out = jsonio.dumps(answer)
+        if not out_tail:
+            return Answer(head_out)
+        return Answer(head_out + out_tail, "application/octet-stream", {v2.HEADER_LENGTH: str(len(head_out))})
 
-    async def _v1(self, servable: Servable, sig: Signature, body: Any, explain: bool) -> Answer:
+    async def _v1(self, servable: Servable, sig: Signature, body: Any, explain: bool) -> dict[str, Any]:
         request = v1.decode(body, sig, max_instances=self.settings.max_instances)
         if explain:
             target = body.get("target") if isinstance(body, dict) else None
             results = await self.explain(servable, sig, request.batches, target)
-            return Answer(jsonio.dumps(v1.encode(request, results, "explanations")))
-        results = await self.predict(servable, sig, request.batches)
-        return Answer(jsonio.dumps(v1.encode(request, results)))
+            return v1.encode(request, results, "explanations")
+        return v1.encode(request, await self.predict(servable, sig, request.batches))
 
-    async def _v2(self, servable: Servable, sig: Signature, body: Any, binary: bytes, explain: bool) -> Answer:
+    async def _v2(
+        self, servable: Servable, sig: Signature, body: Any, binary: bytes, explain: bool
+    ) -> tuple[dict[str, Any], bytes]:
         limit = self.settings.max_instances
         if v2.is_single_tensor(body):
             request = v2.decode_single(body, sig, max_instances=limit)
@@ -121,8 +160,4 @@ class DataPlane:
             (outputs,) = await self.explain(servable, sig, [request.inputs], request.parameters.get("target"))
         else:
             (outputs,) = await self.predict(servable, sig, [request.inputs])
-        header, tail = v2.encode(request, outputs, servable.name, servable.version, explain=explain)
-        head = jsonio.dumps(header)
-        if not tail:
-            return Answer(head)
-        return Answer(head + tail, "application/octet-stream", {v2.HEADER_LENGTH: str(len(head))})
+        return v2.encode(request, outputs, servable.name, servable.version, explain=explain)

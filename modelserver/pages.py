@@ -118,14 +118,31 @@ def _tensor_rows(tensors: tuple[TensorSpec, ...]) -> str:
     )
 
 
-def render_home(servables: list[Servable], versions: dict[str, list[int]], base: str, *, ready: bool, protocol: str, auth: bool) -> str:
-    """The ``GET /`` page: each model's versions, signatures and curl examples, main protocol first."""
+def mapping_section(request: Any, response: Any, example: Any, base: str, auth: bool) -> list[str]:
+    """The custom mapping of ``/predict``: its templates, and a curl example in the caller's own form."""
+    out = ["<h2>Custom mapping</h2><p><code>/predict</code> and <code>/explain</code> take the caller's own JSON, "
+           "mapped by these JMESPath templates; <code>/v1/...</code> and <code>/v2/...</code> stay standard.</p>",
+           f"<p>Request template:</p><pre>{html.escape(json.dumps(request, indent=2))}</pre>"]
+    if response is not None:
+        out.append(f"<p>Response template:</p><pre>{html.escape(json.dumps(response, indent=2))}</pre>")
+    if example is not None:
+        out.append(f"<p>Mapped:</p><pre>{html.escape(curl(f'{base}/predict', example, auth))}</pre>")
+    return out
+
+
+def render_home(
+    servables: list[Servable], versions: dict[str, list[int]], base: str, *, ready: bool, protocol: str, auth: bool,
+    mapping: list[str] | None = None,
+) -> str:
+    """The ``GET /`` page: each model's versions, signatures and curl examples, main protocol first
+    (and ``mapping``, the custom mapping's section, first of all when there is one)."""
     order = ["v1", "v2"] if protocol != "v2" else ["v2", "v1"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>modelserver</title><style>{_CSS}</style></head><body>"]
     state = "<span class='ok'>ready</span>" if ready else "<span class='bad'>not ready</span>"
     parts.append(f"<h1>modelserver</h1><p>Status: {state}. <a href='/docs'>API docs</a> · <a href='/openapi.json'>OpenAPI</a> · <a href='/metrics'>metrics</a></p>")
     if auth:
         parts.append("<p>This server needs an API key: set <code>API_KEY</code> before pasting the examples.</p>")
+    parts.extend(mapping or [])
     for s in servables:
         parts.append(f"<h2>{html.escape(s.name)}</h2><p>Version {s.version} (versions: {', '.join(map(str, versions[s.name]))}), {s.platform}.</p>")
         openai = openai_examples(s, base, auth)

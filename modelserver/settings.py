@@ -80,6 +80,17 @@ class Settings:
     max_model_len: int = _setting(
         0, "generative models: longest prompt plus completion in tokens (0: the model's own limit)"
     )
+    mapping_request: str = _setting(
+        "", "custom mapping of /predict and /explain: a JSON template of JMESPath expressions that turns the "
+        "caller's body into a V1 or V2 body (inline JSON, or a file's path)",
+    )
+    mapping_response: str = _setting(
+        "", "custom mapping: a JSON template of JMESPath expressions over the standard answer (and 'request', "
+        "the caller's body) that makes the caller's answer (inline JSON, or a file's path)",
+    )
+    mapping_example: str = _setting(
+        "", "custom mapping: an example of the caller's body, for the home page's curl example (inline JSON)"
+    )
     warmup: bool = _setting(True, "run a synthetic inference before reporting ready")
     explain_steps: int = _setting(50, "integrated-gradients steps for /explain")
     drain_seconds: float = _setting(30.0, "longest wait for in-flight requests on SIGTERM")

@@ -8,6 +8,7 @@ Standards "restricted" profile.
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from modeldeploy_operator import API_VERSION, KIND
@@ -105,6 +106,8 @@ def server_env(spec: Spec) -> list[dict[str, str]]:
     for key, setting in generation_names.items():
         if key in spec.generation:
             values[setting] = spec.generation[key]
+    for key, template in spec.mapping.items():  # request, response, example
+        values[f"mapping_{key}"] = json.dumps(template, sort_keys=True, separators=(",", ":"))
     if spec.api_key_secret:
         values["api_key_file"] = f"{KEYS_DIR}/keys"
     return [{"name": env_name(k), "value": str(v)} for k, v in values.items()]

@@ -82,6 +82,8 @@ class Spec:
     storage_secret: str = ""
     #: the pods' service account (IRSA, workload identity); empty: the namespace's default
     service_account: str = ""
+    #: custom mapping templates: ``request``, and optionally ``response`` and ``example``
+    mapping: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fetched(self) -> bool:
@@ -146,6 +148,12 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
     source = parse_uri(model.get("uri", ""))
     if storage and source.kind != "s3":
         raise SpecError("spec.model.storage applies to s3:// URIs only")
+    mapping = _obj(spec, "mapping")
+    for key, value in mapping.items():
+        if key not in ("request", "response", "example") or not isinstance(value, dict):
+            raise SpecError(f"spec.mapping.{key}: expected an object template (request, response or example)")
+    if mapping and "request" not in mapping:
+        raise SpecError("spec.mapping.request: required when spec.mapping is set")
     auth = _obj(spec, "auth").get("apiKeySecretRef")
     secret = (auth["name"], auth.get("key", "api-keys")) if auth else None
     return Spec(
@@ -169,4 +177,5 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         generation=generation,
         storage_secret=storage.get("name", "") if storage else "",
         service_account=str(spec.get("serviceAccountName") or ""),
+        mapping=mapping,
     )

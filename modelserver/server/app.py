@@ -24,7 +24,7 @@ import tornado.iostream
 import tornado.web
 
 from modelserver.contract import LIVE_PATH, READY_PATH
-from modelserver.dataplane import DataPlane
+from modelserver.dataplane import DataPlane, mapping_of
 from modelserver.dispatch import Dispatcher
 from modelserver.metrics import Metrics
 from modelserver.openapi import Endpoint
@@ -177,7 +177,7 @@ def build_context(settings: Settings, model_path: Path, name: str, workers: Work
     metrics = Metrics(multiprocess=workers is not None)
     return ServerContext(
         settings=settings,
-        plane=DataPlane(settings, repository, Dispatcher(settings, metrics)),
+        plane=DataPlane(settings, repository, Dispatcher(settings, metrics), mapping_of(settings)),
         metrics=metrics,
         api_keys=settings.api_key_set(),
         workers=workers,

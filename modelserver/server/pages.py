@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tornado.httputil import HTTPHeaders
 
 from modelserver import openapi, pages
@@ -33,9 +35,16 @@ class HomeHandler(BaseHandler):
         versions = {n: list(e.versions) for n, e in repo.models.items()}
         base = f"{forwarded_scheme(self.request.headers, self.request.protocol)}://{self.request.host}"
         s = self.ctx.settings
+        auth = bool(self.ctx.api_keys)
+        mapping = self.ctx.plane.mapping
+        section = None
+        if mapping is not None:
+            example = json.loads(s.mapping_example) if s.mapping_example else None
+            section = pages.mapping_section(mapping.request_template, mapping.response_template, example, base, auth)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(
-            pages.render_home(servables, versions, base, ready=self.ctx.ready, protocol=s.protocol, auth=bool(self.ctx.api_keys))
+            pages.render_home(servables, versions, base, ready=self.ctx.ready, protocol=s.protocol, auth=auth,
+                              mapping=section)
         )
 
 

@@ -3,7 +3,8 @@
 Every ``curl -s localhost:PORT`` line in a ``sh`` block runs through bash against a test server
 (the port swapped for its): 8080 is the demo model, 8000 the OpenAI-style LLM (the tests' tiny
 Llama, served as ``my-llm``), 8001 the real all-MiniLM-L6-v2 embedder, 8002 the Keras file that
-``examples/keras-model.py`` makes and 8003 the custom Python model in ``examples/python-model``. Where the next line is a
+``examples/keras-model.py`` makes, 8003 the custom Python model in ``examples/python-model`` and
+8004 the demo with the custom mapping the README shows (its flags read from the README itself). Where the next line is a
 ``# {...}`` comment, the answer must match it. ``curl -sN`` lines are streams and must end in
 ``data: [DONE]``. The Python blocks run too.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +33,7 @@ def _curl_examples() -> list[tuple[str, str | None]]:
     for block in _blocks("sh"):
         lines = block.splitlines()
         for i, line in enumerate(lines):
-            if re.match(r"curl -sN? localhost:80(80|00|01|02|03)", line):
+            if re.match(r"curl -sN? localhost:80(80|00|01|02|03|04)", line):
                 nxt = lines[i + 1] if i + 1 < len(lines) else ""
                 out.append((line, nxt[2:] if nxt.startswith("# {") else None))
     return out
@@ -74,7 +76,16 @@ def servers(request, start_server, model_dir):
             started["risk"] = start_server(EXAMPLES_DIR / "python-model", "--name", "risk").address
         return started["risk"]
 
+    def mapped() -> str:
+        if "mapped" not in started:
+            (command,) = [b for b in _blocks("sh") if "--port 8004" in b]
+            flags = shlex.split(command.split("curl")[0].replace("\\\n", " "))
+            flags = flags[flags.index("--port") + 2:]
+            started["mapped"] = start_server(request.getfixturevalue("iris_path"), "--name", "iris", *flags).address
+        return started["mapped"]
+
     return {
+        "8004": mapped,
         "8080": lambda: request.getfixturevalue("iris").address,
         "8000": lambda: request.getfixturevalue("llm")[0].address,
         "8001": lambda: request.getfixturevalue("minilm").address,

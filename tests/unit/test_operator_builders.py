@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -253,3 +254,15 @@ def test_s3_credentials_reach_the_fetch_container_only():
 def test_s3_specs_that_cannot_work_say_why(spec, words):
     with pytest.raises(SpecError, match=words):
         parse("iris", "ml", spec)
+
+
+def test_a_mapping_becomes_the_server_s_settings():
+    mapping = {"request": {"instances": "records[*].[a, b]"}, "response": {"scores": "predictions"}}
+    e = env(build({"mapping": mapping})["Deployment"])
+    assert json.loads(e["MODELSERVER_MAPPING_REQUEST"]) == mapping["request"]
+    assert json.loads(e["MODELSERVER_MAPPING_RESPONSE"]) == mapping["response"]
+    assert "MODELSERVER_MAPPING_EXAMPLE" not in e and "MODELSERVER_MAPPING_REQUEST" not in env(build({})["Deployment"])
+    with pytest.raises(SpecError, match="spec.mapping.request: required"):
+        parse("iris", "ml", {"mapping": {"response": {"a": "b"}}})
+    with pytest.raises(SpecError, match="spec.mapping.request: expected an object"):
+        parse("iris", "ml", {"mapping": {"request": "instances"}})
