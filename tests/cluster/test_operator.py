@@ -210,7 +210,10 @@ def test_deleted_and_hand_edited_children_are_restored(k: Cluster):
 def test_invalid_specs_are_refused_by_the_api_server(k: Cluster):
     cases = [
         (mdep("bad1", {"replicas": 1, "autoscaling": {"maxReplicas": 2}}), "either spec.replicas or spec.autoscaling"),
-        (mdep("bad2", {"model": {"uri": "s3://bucket/model"}}), "model.uri must start with"),
+        (mdep("bad2", {"model": {"uri": "gs://bucket/model"}}), "model.uri must start with"),
+        (mdep("bad11", {"model": {"uri": "s3://Bucket_Name/m"}}), "model.uri must start with"),
+        (mdep("bad12", {"mapping": {"response": {"scores": "predictions"}}}), "spec.mapping.request: Required value"),
+        (mdep("bad13", {"mapping": {"request": "instances"}}), "spec.mapping.request: Invalid value"),
         (mdep("bad3", {"autoscaling": {"minReplicas": 3, "maxReplicas": 2}}), "minReplicas must not exceed"),
         (mdep("bad4", {"protocol": "grpc"}), "Unsupported value"),
         (mdep("bad5", {"disruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}}), "exactly one"),
