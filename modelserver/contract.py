@@ -8,8 +8,9 @@ other's literals. Standard library only: the operator's image has no TensorFlow,
 
 from __future__ import annotations
 
-#: the protocols a deployment can present first (all are served); the first is the default
-PROTOCOLS = ("v1", "v2", "openai")
+#: the protocol a deployment presents first (every one is served); ``auto``, the default, is openai for
+#: Hugging Face models and v1 for the others
+PROTOCOLS = ("auto", "v1", "v2", "openai")
 #: how a model is stored; ``auto`` tells it from the files
 FORMATS = ("auto", "tensorflow", "keras", "python", "huggingface")
 

@@ -40,7 +40,10 @@ class Settings:
     )
     host: str = _setting("127.0.0.1", "address to listen on (0.0.0.0 in containers)")
     port: int = _setting(HTTP_PORT, "port to listen on")
-    protocol: str = _setting("v1", "protocol the home page presents first", choices=PROTOCOLS)
+    protocol: str = _setting(
+        "auto", "protocol the home page presents first: auto (openai for Hugging Face models, v1 for the others), "
+        "v1, v2 or openai; every protocol is served", choices=PROTOCOLS,
+    )
     signature: str = _setting("serving_default", "signature used when a request names none")
     version_labels: str = _setting("", "version labels, as 'stable=1,canary=2'")
     max_body_bytes: int = _setting(10 * 1024 * 1024, "largest request body accepted (413 above)")

@@ -275,11 +275,14 @@ def children(spec: Spec, uid: str, image: str) -> list[tuple[str, dict[str, Any]
 
 
 def url(spec: Spec) -> str:
-    """The in-cluster inference URL in the spec's protocol."""
+    """The in-cluster inference URL in the spec's protocol (``auto``: openai for huggingface models)."""
     base = f"http://{child_name(spec.name)}.{spec.namespace}.svc.cluster.local"
-    if spec.protocol == "v2":
+    protocol = spec.protocol
+    if protocol == "auto":
+        protocol = "openai" if spec.format == "huggingface" else "v1"
+    if protocol == "v2":
         return f"{base}/v2/models/{spec.model_name}/infer"
-    if spec.protocol == "openai":
+    if protocol == "openai":
         return f"{base}/openai/v1"
     return f"{base}/v1/models/{spec.model_name}:predict"
 

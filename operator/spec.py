@@ -64,7 +64,7 @@ class Spec:
     source: ModelSource
     signature: str = "serving_default"
     format: str = "tensorflow"
-    protocol: str = "v1"
+    protocol: str = "auto"
     image: str = ""
     replicas: int = 1
     #: server processes per pod (``--workers``)
@@ -116,7 +116,7 @@ def _generation(gen: dict[str, Any]) -> dict[str, int]:
 def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
     """Typed spec with defaults; ``SpecError`` says what to fix."""
     model = _obj(spec, "model")
-    protocol = spec.get("protocol", "v1")
+    protocol = spec.get("protocol", "auto")
     if protocol not in PROTOCOLS:
         raise SpecError(f"spec.protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     fmt = model.get("format", "tensorflow")

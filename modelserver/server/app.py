@@ -51,9 +51,6 @@ class Route(NamedTuple):
     #: a tornado handler, or an Exchange for the inference POSTs (served below tornado.web)
     handler: type[tornado.web.RequestHandler] | type[Exchange]
     docs: tuple[Endpoint, ...]
-    #: the handler instead when the server's protocol is openai (``GET /v1/models`` answers in
-    #: OpenAI form then)
-    openai_handler: type[tornado.web.RequestHandler] | None = None
 
 
 def _ep(method: str, path: str, tag: str, summary: str) -> Endpoint:
@@ -65,8 +62,7 @@ ROUTES: tuple[Route, ...] = (
     Route(r"/openapi\.json", pages.OpenAPIHandler, (_ep("get", "/openapi.json", "pages", "this document"),)),
     Route(r"/docs", pages.DocsHandler, (_ep("get", "/docs", "pages", "endpoint list"),)),
     Route(r"/metrics", pages.MetricsHandler, (_ep("get", "/metrics", "pages", "Prometheus metrics"),)),
-    Route(r"/v1/models", v1.ListHandler, (_ep("get", "/v1/models", "v1", "list models (OpenAI form in openai mode)"),),
-          openai.ModelsHandler),
+    Route(r"/v1/models", v1.ListHandler, (_ep("get", "/v1/models", "v1", "list models (V1 and OpenAI forms in one body)"),)),
     Route(r"/openai/v1/models", openai.ModelsHandler, (_ep("get", "/openai/v1/models", "openai", "list models"),)),
     Route(rf"/openai/v1/models/{M}", openai.ModelsHandler,
           (_ep("get", "/openai/v1/models/{model}", "openai", "one model"),)),
@@ -154,8 +150,7 @@ def make_app(ctx: ServerContext) -> Router:
     exchanges = [(r.pattern, r.handler) for r in ROUTES if issubclass(r.handler, Exchange)]
     app = tornado.web.Application(
         [
-            (r.pattern, r.openai_handler if r.openai_handler and ctx.settings.protocol == "openai" else r.handler,
-             {"ctx": ctx})
+            (r.pattern, r.handler, {"ctx": ctx})
             for r in ROUTES if not issubclass(r.handler, Exchange)
         ],
         default_handler_class=NotFoundHandler,

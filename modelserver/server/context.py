@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from modelserver.contract import NotReadyReason
 from modelserver.dataplane import DataPlane
 from modelserver.errors import Unauthorized
+from modelserver.interface import Embedder, Generator
 from modelserver.metrics import Metrics
 from modelserver.readiness import WorkerGroup
 from modelserver.settings import Settings
@@ -37,6 +38,19 @@ class ServerContext:
         if not self.metrics.multiprocess:
             # read when scraped, so requests do not each update a gauge (several workers: see serve)
             self.metrics.in_flight.set_function(lambda: self.in_flight)
+
+    @property
+    def protocol(self) -> str:
+        """The protocol presented first: the setting, or with ``auto`` the models' own (``openai``
+        for a generative or embedding model, ``v1`` for tensor models)."""
+        chosen = self.settings.protocol
+        if chosen != "auto":
+            return chosen
+        for entry in self.plane.repository.models.values():
+            for vs in entry.versions.values():
+                if isinstance(vs.servable, (Generator, Embedder)):
+                    return "openai"
+        return "v1"
 
     @property
     def ready(self) -> bool:

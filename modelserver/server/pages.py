@@ -43,7 +43,7 @@ class HomeHandler(BaseHandler):
             section = pages.mapping_section(mapping.request_template, mapping.response_template, example, base, auth)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(
-            pages.render_home(servables, versions, base, ready=self.ctx.ready, protocol=s.protocol, auth=auth,
+            pages.render_home(servables, versions, base, ready=self.ctx.ready, protocol=self.ctx.protocol, auth=auth,
                               mapping=section)
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelserver.codecs import openai as openai_codec
 from modelserver.dataplane import TensorCall
 from modelserver.interface import Servable, Signature, TensorSpec
 from modelserver.runtime.repository import AVAILABLE, FAILED, ModelEntry
@@ -104,7 +105,9 @@ class MetadataHandler(BaseHandler):
 
 
 class ListHandler(BaseHandler):
-    """``GET /v1/models``: every model with its versions and states."""
+    """``GET /v1/models``: every model with its versions and states, in a body both V1 clients
+    (``models``) and the OpenAI SDK (``object`` and ``data``, the model cards) read, whatever the
+    server's protocol: the path is both protocols' model list."""
 
     protocol, endpoint = "v1", "list"
 
@@ -119,4 +122,5 @@ class ListHandler(BaseHandler):
                     **version_status(entry, None),
                 }
             )
-        self.write_json({"models": models})
+        cards = openai_codec.models_list(list(self.ctx.plane.repository.models), int(self.ctx.started))
+        self.write_json({**cards, "models": models})

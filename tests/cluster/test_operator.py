@@ -237,7 +237,7 @@ def test_invalid_specs_are_refused_by_the_api_server(k: Cluster):
 def test_defaults_are_filled_in(k: Cluster):
     k.create(mdep("demo"))
     spec = k.get("demo")["spec"]
-    assert spec["protocol"] == "v1" and spec["model"] == {"format": "tensorflow", "signature": "serving_default"}
+    assert spec["protocol"] == "auto" and spec["model"] == {"format": "tensorflow", "signature": "serving_default"}
     dep = wait_for("deployment", lambda: k.deployment("demo"))
     assert dep.spec.template.spec.containers[0].args == ["serve"]  # the bundled demo
     assert dep.spec.replicas == 1

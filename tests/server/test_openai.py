@@ -430,3 +430,19 @@ def test_a_format_that_does_not_match_the_files_says_which_to_set(start_server, 
         body = r.text
         time.sleep(0.2)
     assert r.status_code == 503 and "Hugging Face directory" in body and "set the format to huggingface" in body, body
+
+
+def test_without_a_protocol_the_sdk_and_v1_clients_both_list_models(start_server, llm, iris) -> None:
+    """Served with no --protocol (auto), a Hugging Face model works with the SDK from /v1 as it is,
+    and a tensor model's list still reads as V1."""
+    server = start_server(llm[1], "--name", "auto-llm", "--max-sequences", "2")
+    sdk = openai.OpenAI(base_url=server.url("/v1"), api_key="none", max_retries=0)
+    assert [m.id for m in sdk.models.list()] == ["auto-llm"]
+    done = sdk.completions.create(model="auto-llm", prompt="Once upon a time", max_tokens=3, temperature=0)
+    assert done.usage.completion_tokens == 3
+    chat = sdk.chat.completions.create(model="auto-llm", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert chat.choices[0].message.role == "assistant"
+    assert "OpenAI-style API" in requests.get(server.url("/"), timeout=5).text.split("<h3>")[1]  # presented first
+    listing = requests.get(iris.url("/v1/models"), timeout=5).json()
+    assert listing["models"][0]["name"] == "iris" and [m.id for m in openai.OpenAI(
+        base_url=iris.url("/v1"), api_key="none", max_retries=0).models.list()] == ["iris"]

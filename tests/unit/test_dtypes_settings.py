@@ -80,3 +80,14 @@ def test_tf_threads_sizes_tensorflow_s_pools_before_it_starts(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["1", "1"]
+
+
+def test_every_setting_is_in_the_readme_table():
+    from pathlib import Path
+
+    from modelserver.settings import env_name, setting_kinds
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("### Settings"):readme.index("Batching is timer-less")]
+    missing = [name for name in setting_kinds() if name != "model_path" and env_name(name) not in table]
+    assert missing == []

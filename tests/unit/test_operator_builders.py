@@ -223,6 +223,7 @@ def test_invalid_specs_say_what_to_fix(spec, words):
         ("v1", "http://iris.ml.svc.cluster.local/v1/models/iris:predict"),
         ("v2", "http://iris.ml.svc.cluster.local/v2/models/iris/infer"),
         ("openai", "http://iris.ml.svc.cluster.local/openai/v1"),
+        ("auto", "http://iris.ml.svc.cluster.local/v1/models/iris:predict"),
     ],
 )
 def test_status_url(protocol, url):
@@ -266,3 +267,9 @@ def test_a_mapping_becomes_the_server_s_settings():
         parse("iris", "ml", {"mapping": {"response": {"a": "b"}}})
     with pytest.raises(SpecError, match="spec.mapping.request: expected an object"):
         parse("iris", "ml", {"mapping": {"request": "instances"}})
+
+
+def test_protocol_auto_follows_the_model_format():
+    spec = parse("llm", "ml", {"model": {"format": "huggingface"}})
+    assert spec.protocol == "auto" and builders.url(spec) == "http://llm.ml.svc.cluster.local/openai/v1"
+    assert env(build({})["Deployment"])["MODELSERVER_PROTOCOL"] == "auto"
