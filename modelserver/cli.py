@@ -55,11 +55,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"modelserver: {e}", file=sys.stderr)
         return 2
     from modelserver import fetch, logs, workers
-    from modelserver.dataplane import mapping_of
+    from modelserver.codecs import mapping  # light: the parent of worker processes must stay so
 
     logs.configure(s.log_level, s.log_format)
     try:
-        mapping_of(s)  # refused at start: a template that is not JSON, an expression that does not compile
+        mapping.from_settings(s)  # refused at start: a template that is not JSON, an expression that does not compile
     except ValueError as e:
         print(f"modelserver: {e}", file=sys.stderr)
         return 2

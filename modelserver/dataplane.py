@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from modelserver.codecs import bodies, fastparse, jsonio, v1, v2
-from modelserver.codecs.mapping import Mapping, parse_template
+from modelserver.codecs.mapping import Mapping
 from modelserver.codecs.tensors import batch_rows
 from modelserver.dispatch import Dispatcher
 from modelserver.errors import InvalidInput
@@ -53,24 +53,6 @@ class Answer:
     headers: dict[str, str] | None = None
 
 
-def mapping_of(settings: Settings) -> Mapping | None:
-    """The custom mapping the settings declare, compiled; ``MappingError`` (a ValueError) names what is wrong."""
-    if not settings.mapping_request:
-        if settings.mapping_response:
-            raise ValueError("mapping_response: set mapping_request too (the response template maps its answers)")
-        return None
-    request = parse_template(settings.mapping_request, "mapping_request")
-    response = parse_template(settings.mapping_response, "mapping_response") if settings.mapping_response else None
-    mapping = Mapping(request, response)
-    if settings.mapping_example:
-        example = parse_template(settings.mapping_example, "mapping_example")
-        try:
-            mapping.request(example)
-        except InvalidInput as e:
-            raise ValueError(f"mapping_example does not map: {e.message}") from None
-    return mapping
-
-
 class DataPlane:
     """The served models and the one way every protocol reaches them."""
 
@@ -107,6 +89,9 @@ class DataPlane:
     async def explain(self, servable: Servable, sig: Signature, batches: list[Tensors], target: Any) -> list[Tensors]:
         if target is not None and not isinstance(target, str):
             raise InvalidInput(f"target: expected an output name, got {target!r}")
+        for batch in batches:
+            if any(a.ndim and a.shape[0] == 0 for a in batch.values()):
+                raise InvalidInput("explain needs at least one row to explain, got an empty batch")
         return [await self.dispatcher.explain(servable, sig.name, b, target) for b in batches]
 
     # -- tensor requests ------------------------------------------------------------------------

@@ -15,6 +15,8 @@ import orjson
 from modelserver.errors import InvalidInput
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
+#: how deep a body may nest (orjson's own limit, kept for the fallback parser too)
+MAX_DEPTH = 1024
 
 
 def loads(body: bytes) -> Any:
@@ -24,9 +26,11 @@ def loads(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as fast_error:
+        if "depth limit" in str(fast_error) or "recursion" in str(fast_error).lower():  # orjson stops at 1024 levels
+            raise InvalidInput(f"expected a JSON body nested at most {MAX_DEPTH} levels deep: {fast_error}") from None
         try:
             return json.loads(body)  # accepts NaN, Infinity, -Infinity
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidInput(f"expected a JSON body, got invalid JSON: {fast_error}") from None
 
 

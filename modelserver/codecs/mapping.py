@@ -28,6 +28,7 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 
 from modelserver.errors import InvalidInput
+from modelserver.settings import Settings
 
 #: the types the standard body keys take (a V1 or V2 body); other keys are the caller's business
 _KEY_TYPES: dict[str, tuple[type, ...]] = {
@@ -132,3 +133,21 @@ def parse_template(text: str, what: str) -> Any:
         return json.loads(text)
     except ValueError as e:
         raise MappingError(f"{what}: not JSON: {e}") from None
+
+
+def from_settings(settings: Settings) -> Mapping | None:
+    """The custom mapping the settings declare, compiled; ``MappingError`` (a ValueError) names what is wrong."""
+    if not settings.mapping_request:
+        if settings.mapping_response:
+            raise ValueError("mapping_response: set mapping_request too (the response template maps its answers)")
+        return None
+    request = parse_template(settings.mapping_request, "mapping_request")
+    response = parse_template(settings.mapping_response, "mapping_response") if settings.mapping_response else None
+    mapping = Mapping(request, response)
+    if settings.mapping_example:
+        example = parse_template(settings.mapping_example, "mapping_example")
+        try:
+            mapping.request(example)
+        except InvalidInput as e:
+            raise ValueError(f"mapping_example does not map: {e.message}") from None
+    return mapping

@@ -70,14 +70,35 @@ def _leaf_ok(v: Any, dt: DType) -> bool:
     return not dt.is_int or float(v).is_integer()
 
 
-def walk_shape(value: Any, dt: DType, where: str) -> tuple[int, ...]:
+#: the most dimensions a tensor may have: numpy's own limit is 64; nothing served needs more than a few
+MAX_RANK = 32
+
+
+def _too_deep(where: str) -> InvalidInput:
+    return InvalidInput(f"{where}: nested more than {MAX_RANK} levels deep; a tensor has at most {MAX_RANK} dimensions")
+
+
+def nesting_depth(value: Any) -> int:
+    """How deep a nested list goes along its first elements (a bound checked before any conversion)."""
+    depth = 0
+    while type(value) is list and value:
+        value = value[0]
+        depth += 1
+        if depth > MAX_RANK:
+            break
+    return depth
+
+
+def walk_shape(value: Any, dt: DType, where: str, depth: int = 0) -> tuple[int, ...]:
     """The shape of a nested list, checking every element; raises at the first bad one."""
     if isinstance(value, list):
+        if depth >= MAX_RANK:
+            raise _too_deep(where)
         if not value:
             return (0,)
-        first = walk_shape(value[0], dt, f"{where}[0]")
+        first = walk_shape(value[0], dt, f"{where}[0]", depth + 1)
         for i in range(1, len(value)):
-            shape = walk_shape(value[i], dt, f"{where}[{i}]")
+            shape = walk_shape(value[i], dt, f"{where}[{i}]", depth + 1)
             if shape != first:
                 raise InvalidInput(
                     f"{where}[{i}]: expected shape {fmt_shape(first)} (as {where}[0]), "
@@ -202,6 +223,8 @@ def to_array(value: Any, dt: DType, where: str) -> np.ndarray:
     """A nested list (or a scalar) as an array of ``dt``; InvalidInput names the first bad element."""
     if isinstance(value, np.ndarray):  # numbers already read into an array by the body's parser
         return _cast(value, dt, where)
+    if nesting_depth(value) > MAX_RANK:
+        raise _too_deep(where)
     if dt.is_bytes:
         return _bytes_array(value, dt, where)
     if type(value) is list and not dt.is_bool:

@@ -8,6 +8,7 @@ parameters carry ``binary_data_size``, in order; outputs asked for as binary com
 
 from __future__ import annotations
 
+import math
 import struct
 import uuid
 from collections.abc import Iterator
@@ -140,7 +141,7 @@ def decode_tensor(
     shape = tuple(_int_list(t["shape"], f"{where}.shape"))
     if not fits(shape, spec.shape):
         raise InvalidInput(f"{where}: expected shape {fmt_shape(spec.shape)}, got {fmt_shape(shape)}")
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # Python integers: a huge shape cannot wrap around as int64 would
     params = t.get("parameters") or {}
     if not isinstance(params, dict):
         raise InvalidInput(f"{where}.parameters: expected an object, got {params!r}")

@@ -140,7 +140,8 @@ class ModelRepository:
                 raise NotFound(f"model {name!r} has no version label {label!r} (labels: {known})")
             return entry.labels[label]
         if version is not None and version != "":
-            if not version.isdigit() or int(version) not in entry.versions:
+            # ASCII digits only: str.isdigit() also takes '²', which int() refuses
+            if not (version.isascii() and version.isdigit()) or int(version) not in entry.versions:
                 have = ", ".join(str(v) for v in entry.versions)
                 raise NotFound(f"model {name!r} has no version {version!r} (versions: {have})")
             return int(version)

@@ -23,8 +23,9 @@ import tornado.ioloop
 import tornado.iostream
 import tornado.web
 
+from modelserver.codecs import mapping
 from modelserver.contract import LIVE_PATH, READY_PATH
-from modelserver.dataplane import DataPlane, mapping_of
+from modelserver.dataplane import DataPlane
 from modelserver.dispatch import Dispatcher
 from modelserver.metrics import Metrics
 from modelserver.openapi import Endpoint
@@ -172,7 +173,7 @@ def build_context(settings: Settings, model_path: Path, name: str, workers: Work
     metrics = Metrics(multiprocess=workers is not None)
     return ServerContext(
         settings=settings,
-        plane=DataPlane(settings, repository, Dispatcher(settings, metrics), mapping_of(settings)),
+        plane=DataPlane(settings, repository, Dispatcher(settings, metrics), mapping.from_settings(settings)),
         metrics=metrics,
         api_keys=settings.api_key_set(),
         workers=workers,

@@ -14,7 +14,7 @@ from typing import Any
 import tornado.web
 
 from modelserver.codecs import jsonio
-from modelserver.errors import ModelServerError, NotFound
+from modelserver.errors import MethodNotAllowed, ModelServerError, NotFound
 from modelserver.interface import Servable
 from modelserver.server.context import ServerContext
 from modelserver.server.errors import (
@@ -75,7 +75,7 @@ class BaseHandler(tornado.web.RequestHandler):
         await self.handle_post(*args, **kwargs)
 
     async def handle_post(self, *args: Any, **kwargs: Any) -> None:
-        raise NotFound(f"POST is not served on {self.request.path}")
+        raise MethodNotAllowed(f"POST is not served on {self.request.path}")
 
     def servable(self, model: str | None, version: str | None = None, label: str | None = None) -> Servable:
         """The model a request names, from the data plane; its name becomes the metrics label."""

@@ -10,6 +10,7 @@ from modelserver.dataplane import TensorCall
 from modelserver.interface import Servable, Signature, TensorSpec
 from modelserver.runtime.repository import AVAILABLE, FAILED, ModelEntry
 from modelserver.server.base import BaseHandler
+from modelserver.server.errors import OPENAI, PLAIN
 from modelserver.server.exchange import InferenceExchange
 
 #: TensorFlow Serving's state names for our load states
@@ -110,6 +111,11 @@ class ListHandler(BaseHandler):
     server's protocol: the path is both protocols' model list."""
 
     protocol, endpoint = "v1", "list"
+
+    def prepare(self) -> None:
+        # errors (a missing key, say) in the form of the protocol the server presents
+        self.error_form = OPENAI if self.ctx.protocol == "openai" else PLAIN
+        super().prepare()
 
     async def get(self) -> None:
         models = []

@@ -138,3 +138,24 @@ def test_the_operator_knows_the_server_only_through_the_contract() -> None:
     # and what it reaches stays light: the operator's image has no TensorFlow, tornado or numpy
     for module in allowed:
         assert {t for t in GRAPH[module] if t.startswith("modelserver")} <= allowed
+
+
+def test_the_parent_of_worker_processes_stays_light():
+    """What ``modelserver serve --workers N`` imports before it forks: no TensorFlow (each worker
+    loads its own), no tornado.web and no prometheus_client (it reads its multiprocess setting at
+    import, which the parent sets only just before forking)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from modelserver import cli, fetch, logs, workers\n"
+        "from modelserver.codecs import mapping\n"
+        "from modelserver.runtime import formats, repository\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'prometheus_client', 'keras')"
+        " or m == 'tornado.web']\n"
+        "print(heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
