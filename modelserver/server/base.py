@@ -9,12 +9,13 @@ read (tornado itself would answer 400 and drop the connection).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import tornado.web
 
 from modelserver.codecs import jsonio
-from modelserver.errors import MethodNotAllowed, ModelServerError, NotFound
+from modelserver.errors import ClientGone, MethodNotAllowed, ModelServerError, NotFound
 from modelserver.interface import Servable
 from modelserver.server.context import ServerContext
 from modelserver.server.errors import (
@@ -68,6 +69,17 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def json_body(self) -> Any:
         return jsonio.loads(self.body)
+
+    async def head(self, *args: str, **kwargs: str) -> None:
+        """HEAD wherever GET is served: the same answer, its body dropped by tornado."""
+        answer = self.get(*args, **kwargs)
+        if inspect.isawaitable(answer):
+            await answer
+
+    def on_connection_close(self) -> None:
+        """The client left before its answer (while sending its body, say): out of flight at once."""
+        if not self._finished:
+            self.cycle.close(ClientGone.status, self.model_label, self.protocol, self.endpoint)
 
     async def post(self, *args: str, **kwargs: str) -> None:
         if self._finished:  # refused while the body was streaming in

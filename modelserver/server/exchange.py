@@ -151,7 +151,8 @@ class Exchange(httputil.HTTPMessageDelegate):
         if headers:
             h.update(headers)
         line = httputil.ResponseStartLine("", status, httputil.responses.get(status, "Unknown"))
-        self.connection.write_headers(line, cast(httputil.HTTPHeaders, h), body)
+        # a HEAD answer has the headers of the answer and no body (tornado refuses a body for it)
+        self.connection.write_headers(line, cast(httputil.HTTPHeaders, h), None if self.method == "HEAD" else body)
         self.connection.finish()
         self._close(status)
 

@@ -68,6 +68,7 @@ class GenerationHandler(OpenAIBase):
 
     def on_connection_close(self) -> None:
         """The client went away: stop its generation and wake the handler waiting for tokens."""
+        super().on_connection_close()
         self.cancel_all()
         if self.queue is not None:
             self.queue.put_nowait((-1, None))

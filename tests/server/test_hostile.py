@@ -49,3 +49,40 @@ def test_a_body_nested_thousands_deep_is_refused(iris):
         r = requests.post(iris.url(path), data=f'{{"instances": {VERY_DEEP}}}', timeout=30)
         assert r.status_code in (400, 404), r.text  # 404: the demo serves no completions
         assert r.status_code == 404 or "1024 levels" in r.text
+
+
+def _in_flight(server) -> float:
+    text = requests.get(server.url("/metrics"), timeout=5).text
+    line = next(ln for ln in text.splitlines() if ln.startswith("modelserver_in_flight_requests "))
+    return float(line.split()[1])
+
+
+def test_head_is_answered_without_a_body_and_leaves_nothing_in_flight(iris):
+    import socket
+
+    for path, status in (("/v1/models/iris:predict", 405), ("/v2/models/iris/infer", 405), ("/v2/health/ready", 200),
+                         ("/v1/models/iris", 200), ("/predict", 405)):
+        with socket.create_connection(("127.0.0.1", iris.port), timeout=10) as s:
+            s.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = s.recv(65536).decode()
+        assert head.startswith(f"HTTP/1.1 {status} "), head
+        assert head.endswith("\r\n\r\n"), head  # headers only
+        r = requests.head(iris.url(path), timeout=10)
+        assert r.status_code == status and r.content == b""
+    assert _in_flight(iris) == 1  # the /metrics request itself
+
+
+def test_clients_that_leave_mid_body_are_not_left_in_flight(iris):
+    import socket
+    import time
+
+    for path in ("/v1/models/iris:predict", "/v1/completions", "/v2/models/iris/ready"):
+        for _ in range(5):
+            s = socket.create_connection(("127.0.0.1", iris.port), timeout=10)
+            s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{\"instances\"".encode())
+            time.sleep(0.05)
+            s.close()
+    deadline = time.monotonic() + 10
+    while _in_flight(iris) != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _in_flight(iris) == 1
