@@ -78,6 +78,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def on_connection_close(self) -> None:
         """The client left before its answer (while sending its body, say): out of flight at once."""
+        super().on_connection_close()  # tornado's own: a handler still waiting for its body stops waiting
         if not self._finished:
             self.cycle.close(ClientGone.status, self.model_label, self.protocol, self.endpoint)
 

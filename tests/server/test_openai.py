@@ -237,7 +237,10 @@ def test_concurrent_requests_are_batched_and_exact(llama: Server, reference: InP
 def test_client_disconnect_stops_generation(llama: Server) -> None:
     cancelled = metric(llama, "modelserver_cancelled_sequences_total")
     with requests.post(llama.url("/v1/completions"), stream=True, timeout=30,
-                       json={"prompt": "Go on and on", "max_tokens": 240, "temperature": 1.0, "stream": True}) as r:
+                       # seed 0 runs to max_tokens (unseeded, 1 sample in 40 ended after one token, before
+                       # the disconnect could cancel anything)
+                       json={"prompt": "Go on and on", "max_tokens": 240, "temperature": 1.0, "seed": 0,
+                             "stream": True}) as r:
         next(r.iter_lines())
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and metric(llama, "modelserver_cancelled_sequences_total") == cancelled:
