@@ -33,6 +33,10 @@ PARALLEL = 8
 class S3Error(Exception):
     """An S3 fetch failed; the message names the bucket, the key and the store's error code."""
 
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
 
 @dataclass(frozen=True)
 class S3Location:
@@ -75,7 +79,7 @@ def _explain(e: Exception, bucket: str, key: str) -> S3Error:
         if code == "403":
             code = "AccessDenied"
         message = err.get("Message") or ""
-        return S3Error(f"{where}: {code}" + (f": {message}" if message and message != code else ""))
+        return S3Error(f"{where}: {code}" + (f": {message}" if message and message != code else ""), code)
     if isinstance(e, NoCredentialsError):
         return S3Error(f"{where}: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile, "
                        "or a web-identity token)")
@@ -94,7 +98,7 @@ def _objects(client: Any, loc: S3Location) -> list[tuple[str, int]]:
         except Exception as e:
             # a HEAD answer has no body to say why; a missing object may be a prefix: list to see
             head_error = _explain(e, loc.bucket, loc.key)
-            if "NoSuchKey" not in str(head_error) and "AccessDenied" not in str(head_error):
+            if head_error.code not in ("NoSuchKey", "AccessDenied"):
                 raise head_error from e
     prefix = f"{loc.key}/" if loc.key else ""
     found: list[tuple[str, int]] = []
@@ -104,7 +108,7 @@ def _objects(client: Any, loc: S3Location) -> list[tuple[str, int]]:
     except Exception as e:
         raise _explain(e, loc.bucket, prefix) from e
     if not found:
-        if head_error is not None and "AccessDenied" in str(head_error):
+        if head_error is not None and head_error.code == "AccessDenied":
             raise head_error
         raise S3Error(f"{loc.uri}: NoSuchKey: no object is named {loc.key or '(empty)'!r} and none is below it")
     return found
