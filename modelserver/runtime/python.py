@@ -140,6 +140,9 @@ class PythonServable:
         """The model's own attributions: for some or all inputs, each shaped like its input."""
         if not callable(getattr(self.model, "explain", None)):
             raise InvalidInput(f"model {self.name!r} has no explanations: its Model class defines no explain method")
+        if target is not None:  # the model's explain has no target to pass it to: refuse, do not ignore
+            raise InvalidInput(f"target: model {self.name!r} explains with its own method, which takes no target; "
+                               f"got {target!r}")
         out = self._run("explain", inputs)
         if not isinstance(out, dict) or not out or not set(map(str, out)) <= set(inputs):
             raise self._fault("explain", f"returned {_keys(out)}, expected a dict keyed by some of the inputs {sorted(inputs)}")

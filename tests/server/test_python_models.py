@@ -133,3 +133,10 @@ def test_a_model_py_that_breaks_the_contract_says_what_to_fix(tmp_path, source, 
     path = python_models.write(tmp_path / "bad", source)
     with pytest.raises(ModelLoadError, match=words):
         load_python("bad", 1, path)
+
+
+def test_a_target_for_the_model_s_own_explain_is_refused(linear):
+    server, _ = linear
+    r = requests.post(server.url("/v1/models/linear:explain"), json={"instances": X.tolist(), "target": "scores"},
+                      timeout=30)
+    assert r.status_code == 400 and "takes no target" in r.json()["error"]
