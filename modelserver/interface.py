@@ -182,6 +182,20 @@ class GenerationEngine(Protocol):
     def cancel(self, request: Any) -> None: ...
 
 
+@dataclass(frozen=True)
+class TokenAttributions:
+    """Why a model generated a completion: one attribution per prompt token.
+
+    ``score`` is the completion's total log-probability given the prompt, ``baseline_score`` the same
+    with every prompt token's input embedding replaced by zeros; the attributions add up to their
+    difference (integrated gradients' completeness), up to the quadrature's error.
+    """
+
+    values: np.ndarray
+    score: float
+    baseline_score: float
+
+
 @runtime_checkable
 class Generator(Protocol):
     """A causal language model served by the OpenAI completions and chat endpoints."""
@@ -193,6 +207,11 @@ class Generator(Protocol):
     #: longest prompt plus completion, in tokens
     max_len: int
     eos: frozenset[int]
+
+    def explain_completion(self, prompt: list[int], completion: list[int], steps: int) -> TokenAttributions:
+        """Integrated gradients of the completion's log-probability over the prompt's input embeddings
+        (blocking: an executor thread)."""
+        ...
 
 
 #: the tensor signature of an embedding model (texts in, vectors out)

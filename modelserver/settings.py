@@ -95,7 +95,10 @@ class Settings:
         "", "custom mapping: an example of the caller's body, for the home page's curl example (inline JSON)"
     )
     warmup: bool = _setting(True, "run a synthetic inference before reporting ready")
-    explain_steps: int = _setting(50, "integrated-gradients steps for /explain")
+    explain_steps: int = _setting(50, "integrated-gradients steps for /explain and explained completions")
+    explain_max_prompt_tokens: int = _setting(
+        256, "generative models: longest prompt, in tokens, that a completion with explain: true may have"
+    )
     drain_seconds: float = _setting(30.0, "longest wait for in-flight requests on SIGTERM")
     log_level: str = _setting("info", "log level", choices=("debug", "info", "warning", "error"))
     log_format: str = _setting("json", "log line format", choices=("json", "text"))

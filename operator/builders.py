@@ -102,6 +102,8 @@ def server_env(spec: Spec) -> list[dict[str, str]]:
     for key, setting in limit_names.items():
         if key in spec.limits:
             values[setting] = spec.limits[key]
+    if spec.explain_max_prompt_tokens is not None:
+        values["explain_max_prompt_tokens"] = spec.explain_max_prompt_tokens
     generation_names = {"maxSequences": "max_sequences", "maxModelLen": "max_model_len"}
     for key, setting in generation_names.items():
         if key in spec.generation:

@@ -74,6 +74,8 @@ class Spec:
     resources: dict[str, Any] = field(default_factory=dict)
     batching: dict[str, Any] = field(default_factory=dict)
     explain_steps: int = 50
+    #: generative models: ``explainer.maxPromptTokens`` (None: the server's default)
+    explain_max_prompt_tokens: int | None = None
     api_key_secret: tuple[str, str] | None = None
     limits: dict[str, Any] = field(default_factory=dict)
     #: generative models: ``maxSequences`` and ``maxModelLen`` as given (absent: the server's defaults)
@@ -111,6 +113,16 @@ def _generation(gen: dict[str, Any]) -> dict[str, int]:
             raise SpecError(f"spec.generation.{key}: expected an integer {span}, got {value!r}")
         out[key] = value
     return out
+
+
+def _prompt_cap(explainer: dict[str, Any]) -> int | None:
+    """``spec.explainer.maxPromptTokens``, checked as the schema does."""
+    value = explainer.get("maxPromptTokens")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"spec.explainer.maxPromptTokens: expected an integer of at least 1, got {value!r}")
+    return value
 
 
 def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
@@ -172,6 +184,7 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         resources=_obj(spec, "resources"),
         batching=_obj(spec, "batching"),
         explain_steps=int(_obj(spec, "explainer").get("steps", 50)),
+        explain_max_prompt_tokens=_prompt_cap(_obj(spec, "explainer")),
         api_key_secret=secret,
         limits=_obj(spec, "limits"),
         generation=generation,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from modelserver.errors import InvalidInput
-from modelserver.interface import SamplingParams
+from modelserver.interface import SamplingParams, TokenAttributions
 
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_STOP = 4
@@ -134,6 +134,8 @@ class Generation:
     #: max_tokens as the client gave it (None: up to the context length, or the endpoint default)
     max_tokens: int | None
     top_logprobs: int | None = None
+    #: explain the completion (integrated gradients over the prompt's input embeddings)
+    explain: bool = False
 
 
 def _generation(body: dict[str, Any], *, max_n: int, logprobs: int | None, prompt_logprobs: bool,
@@ -147,6 +149,12 @@ def _generation(body: dict[str, Any], *, max_n: int, logprobs: int | None, promp
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise InvalidInput(f"seed: expected an integer, got {_kind(seed)} {seed!r}", param="seed")
+    explain = _bool(body, "explain")
+    if explain and stream:
+        raise InvalidInput("explain: not available with stream: true (the explanation needs the whole "
+                           "completion); ask without streaming", param="explain")
+    if explain and n > 1:
+        raise InvalidInput(f"explain: explains one choice; got n={n}", param="explain")
     params = SamplingParams(
         max_tokens=max_tokens or 1,
         temperature=_num(body, "temperature", 1.0, 0.0, 2.0),
@@ -155,7 +163,7 @@ def _generation(body: dict[str, Any], *, max_n: int, logprobs: int | None, promp
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
     )
-    return Generation(_model(body), params, n, seed, stream, include_usage, max_tokens)
+    return Generation(_model(body), params, n, seed, stream, include_usage, max_tokens, explain=explain)
 
 
 # -- completions ----------------------------------------------------------------------------------
@@ -195,6 +203,8 @@ def parse_completion(body: Any, *, max_n: int) -> CompletionRequest:
     max_tokens = _int(b, "max_tokens", COMPLETIONS_DEFAULT_MAX_TOKENS, 1)
     gen = _generation(b, max_n=max_n, logprobs=logprobs, prompt_logprobs=echo and logprobs is not None,
                       max_tokens=max_tokens)
+    if gen.explain and len(prompts) > 1:
+        raise InvalidInput(f"explain: explains one prompt at a time; got {len(prompts)} prompts", param="explain")
     return CompletionRequest(gen, prompts, echo)
 
 
@@ -334,6 +344,26 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def explanation(tokens: list[str], ids: list[int], completion_tokens: int, found: TokenAttributions,
+                steps: int) -> dict[str, Any]:
+    """The ``explanation`` object of an explained completion: one attribution per prompt token."""
+    values = [float(v) for v in found.values]
+    difference = found.score - found.baseline_score
+    return {
+        "method": "integrated_gradients",
+        "target": "completion_logprob",
+        "baseline": "zero_embedding",
+        "steps": steps,
+        "tokens": tokens,
+        "token_ids": ids,
+        "attributions": values,
+        "completion_tokens": completion_tokens,
+        "score": found.score,
+        "baseline_score": found.baseline_score,
+        "completeness_gap": sum(values) - difference,
     }
 
 

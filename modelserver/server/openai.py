@@ -49,6 +49,8 @@ class Choice:
 
     text: str = ""
     tokens: int = 0
+    #: the generated token ids, an end-of-sequence token left out (what an explanation explains)
+    ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
     last_at: float = 0.0
@@ -116,6 +118,22 @@ class GenerationHandler(OpenAIBase):
         if room < 1 or (req.max_tokens is not None and req.max_tokens > room):
             raise codec.context_error(gen.max_len, len(ids), req.max_tokens, param)
         return replace(req.params, max_tokens=req.max_tokens if req.max_tokens is not None else room)
+
+    def explainable(self, ids: list[int], req: codec.Generation, param: str) -> None:
+        """Refuse, before generating, a prompt too long to explain (explaining costs steps x a full pass)."""
+        cap = self.ctx.settings.explain_max_prompt_tokens
+        if req.explain and len(ids) > cap:
+            raise InvalidInput(
+                f"explain: the {param} is {len(ids)} tokens; this server explains prompts of at most {cap} "
+                "tokens (the explain_max_prompt_tokens setting)", param="explain", code="context_length_exceeded",
+            )
+
+    async def explanation(self, gen: Generator, ids: list[int], choice: Choice) -> dict[str, Any]:
+        """Integrated gradients of the choice's completion over the prompt, within an admission slot."""
+        steps = self.ctx.settings.explain_steps
+        found = await self.ctx.plane.dispatcher.call(lambda: gen.explain_completion(ids, choice.ids, steps))
+        text = gen.codec.token_text
+        return codec.explanation([text(t) for t in ids], ids, len(choice.ids), found, steps)
 
     def start(self, gen: Generator, prompts: list[list[int]], params: list[SamplingParams], req: codec.Generation
               ) -> asyncio.Queue[tuple[int, Event | None]]:
@@ -204,6 +222,8 @@ class CompletionsHandler(GenerationHandler):
         gen = self.generator(req.gen.model)
         prompts = [self.prompt_ids(gen, p, "prompt") for p in req.prompts]
         params = [self.fit(gen, ids, req.gen, "prompt") for ids in prompts]
+        for ids in prompts:
+            self.explainable(ids, req.gen, "prompt")
         queue = self.start(gen, prompts, params, req.gen)
         n, total = req.gen.n, req.gen.n * len(prompts)
         choices = [Choice() for _ in range(total)]
@@ -227,6 +247,8 @@ class CompletionsHandler(GenerationHandler):
                 c = choices[index]
                 self.observe(gen, c, event)
                 c.tokens += 1
+                if event.token is not None and event.token not in gen.eos:
+                    c.ids.append(event.token)
                 prefix, pre_lp = "", []
                 if event.prompt_logprobs is not None or (req.echo and c.tokens == 1):
                     prefix = echo_text[index // n]
@@ -261,7 +283,7 @@ class CompletionsHandler(GenerationHandler):
                                  "choices": [], "usage": use})
             await self.finish_stream()
             return
-        self.write_json({
+        answer = {
             "id": ident, "object": "text_completion", "created": created, "model": gen.name,
             "choices": [
                 {"index": i, "text": c.text, "finish_reason": c.finish_reason,
@@ -269,7 +291,10 @@ class CompletionsHandler(GenerationHandler):
                 for i, c in enumerate(choices)
             ],
             "usage": use,
-        })
+        }
+        if req.gen.explain:
+            answer["explanation"] = await self.explanation(gen, prompts[0], choices[0])
+        self.write_json(answer)
 
 
 class ChatHandler(GenerationHandler):
@@ -285,6 +310,7 @@ class ChatHandler(GenerationHandler):
         if not ids:
             raise InvalidInput("messages: the chat template made an empty prompt", param="messages")
         params = self.fit(gen, ids, req.gen, "messages")
+        self.explainable(ids, req.gen, "messages")
         queue = self.start(gen, [ids], [params], req.gen)
         n = req.gen.n
         choices = [Choice() for _ in range(n)]
@@ -311,6 +337,8 @@ class ChatHandler(GenerationHandler):
                 c = choices[index]
                 self.observe(gen, c, event)
                 c.tokens += 1
+                if event.token is not None and event.token not in gen.eos:
+                    c.ids.append(event.token)
                 e = self.entry(gen, event)
                 if e:
                     c.logprobs.append(e)
@@ -334,7 +362,7 @@ class ChatHandler(GenerationHandler):
                                  "model": gen.name, "choices": [], "usage": use})
             await self.finish_stream()
             return
-        self.write_json({
+        answer = {
             "id": ident, "object": "chat.completion", "created": created, "model": gen.name,
             "choices": [
                 {"index": i,
@@ -344,7 +372,10 @@ class ChatHandler(GenerationHandler):
                 for i, c in enumerate(choices)
             ],
             "usage": use,
-        })
+        }
+        if req.gen.explain:
+            answer["explanation"] = await self.explanation(gen, ids, choices[0])
+        self.write_json(answer)
 
 
 class EmbeddingsHandler(OpenAIBase):

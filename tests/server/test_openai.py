@@ -24,7 +24,7 @@ from tests.server.conftest import Server
 @pytest.fixture(scope="module")
 def gpt2(start_server, model_dir: Path) -> tuple[Server, Path]:
     path = hf_models.make_tiny_gpt2(model_dir / "tiny-gpt2")
-    return start_server(path, "--protocol", "openai"), path
+    return start_server(path, "--protocol", "openai", "--explain-max-prompt-tokens", "16"), path
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +293,74 @@ def test_bad_requests_get_the_openai_envelope(llama: Server) -> None:
 def test_chat_template_refusal_is_a_400(llama: Server) -> None:
     status, err = error_of(llama, "/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]})
     assert status == 400 and "Only system, user and assistant" in err["message"]
+
+
+# -- explained completions -----------------------------------------------------------------------------------
+#: the stated completeness tolerance (README, Explained completions): |sum - (score - baseline)| <= 0.01 + 1%
+def assert_complete(e: dict) -> None:
+    values = e["attributions"]
+    assert all(np.isfinite(values)) and np.isfinite(e["score"]) and np.isfinite(e["baseline_score"]), e
+    difference = e["score"] - e["baseline_score"]
+    assert abs(sum(values) - difference) <= 0.01 + 0.01 * abs(difference), (sum(values), difference)
+    assert e["completeness_gap"] == pytest.approx(sum(values) - difference, abs=1e-6)
+
+
+def test_explained_completions_add_up_and_explain_what_was_generated(llama: Server, reference: InProcess) -> None:
+    sdk = client(llama)
+    prompts = ["The quick brown fox", "Once upon a time there was", "Water boils at", "Hello, how are you today?"]
+    for i, prompt in enumerate(prompts):
+        r = sdk.completions.create(model="my-llm", prompt=prompt, max_tokens=3 + i, seed=i, logprobs=0,
+                                   extra_body={"explain": True})
+        e = r.model_extra["explanation"]  # the SDK keeps the extra object as it came
+        ids = reference.codec.encode(prompt)
+        assert e["token_ids"] == ids and len(e["attributions"]) == r.usage.prompt_tokens == len(ids)
+        assert e["tokens"] == [reference.codec.token_text(t) for t in ids]
+        assert e["steps"] == 50 and e["completion_tokens"] == r.usage.completion_tokens - (r.choices[0].finish_reason == "stop")
+        assert_complete(e)
+        # the score explained is the completion's log-probability: the logprobs the server reported add up to it
+        if r.choices[0].finish_reason == "length":
+            assert e["score"] == pytest.approx(sum(r.choices[0].logprobs.token_logprobs), abs=1e-3)
+    # a prompt's attributions differ from another's: not a constant
+    a = sdk.completions.create(model="my-llm", prompt="The quick brown fox", max_tokens=4, temperature=0,
+                               extra_body={"explain": True}).model_extra["explanation"]
+    b = sdk.completions.create(model="my-llm", prompt="The quick brown fox", max_tokens=4, temperature=0,
+                               extra_body={"explain": True}).model_extra["explanation"]
+    assert a["attributions"] == pytest.approx(b["attributions"], abs=1e-5)  # deterministic for the same completion
+    assert len(set(np.round(a["attributions"], 6))) > 1
+
+
+def test_explained_chat_covers_the_templated_prompt(llama: Server) -> None:
+    r = client(llama).chat.completions.create(model="my-llm", messages=MESSAGES, max_tokens=5, temperature=0,
+                                              extra_body={"explain": True})
+    e = r.model_extra["explanation"]
+    assert len(e["attributions"]) == r.usage.prompt_tokens and "".join(e["tokens"]).count("<|user|>") == 1
+    assert r.choices[0].message.content is not None
+    assert_complete(e)
+
+
+def test_explain_refusals_say_why(llama: Server) -> None:
+    cases = [
+        ("/v1/completions", {"prompt": "x", "explain": True, "stream": True}, "stream"),
+        ("/v1/chat/completions", {"messages": MESSAGES, "explain": True, "stream": True}, "stream"),
+        ("/v1/completions", {"prompt": "x", "explain": True, "n": 2}, "n=2"),
+        ("/v1/completions", {"prompt": ["x", "y"], "explain": True}, "one prompt at a time"),
+        ("/v1/completions", {"prompt": "x", "explain": "yes"}, "expected true or false"),
+    ]
+    for path, body, says in cases:
+        status, err = error_of(llama, path, body)
+        assert status == 400 and err["param"] == "explain" and says in err["message"], (body, err)
+
+
+def test_explain_prompt_cap_and_gpt2_positions(gpt2: tuple[Server, Path]) -> None:
+    server, _ = gpt2
+    status, err = error_of(server, "/v1/completions", {"prompt": "word " * 30, "explain": True, "max_tokens": 2})
+    assert status == 400 and err["code"] == "context_length_exceeded" and "at most 16 tokens" in err["message"], err
+    # without explain the same prompt is fine: the cap is on explanations only
+    assert client(server).completions.create(model="tiny-gpt2", prompt="word " * 30, max_tokens=2).choices
+    r = requests.post(server.url("/v1/completions"), json={"prompt": "The old house", "max_tokens": 4, "seed": 3,
+                                                         "explain": True}, timeout=60).json()
+    assert len(r["explanation"]["attributions"]) == r["usage"]["prompt_tokens"]
+    assert_complete(r["explanation"])
 
 
 # -- GPT-2 -------------------------------------------------------------------------------------------------

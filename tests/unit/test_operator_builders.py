@@ -108,7 +108,7 @@ def test_settings_become_server_environment():
         "batching": {"enabled": False, "maxBatchSize": 8, "maxLatencyMs": 2},
         "limits": {"maxBodyBytes": 1000, "timeoutSeconds": 3},
         "auth": {"apiKeySecretRef": {"name": "keys"}},
-        "explainer": {"steps": 20},
+        "explainer": {"steps": 20, "maxPromptTokens": 64},
         "image": "registry.local/ms:1",
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
         "workers": 2,
@@ -120,6 +120,8 @@ def test_settings_become_server_environment():
     assert e["MODELSERVER_BATCHING"] == "false" and e["MODELSERVER_MAX_BATCH_SIZE"] == "8"
     assert e["MODELSERVER_MAX_BODY_BYTES"] == "1000" and e["MODELSERVER_TIMEOUT_SECONDS"] == "3"
     assert e["MODELSERVER_EXPLAIN_STEPS"] == "20" and e["MODELSERVER_API_KEY_FILE"].endswith("/keys")
+    assert e["MODELSERVER_EXPLAIN_MAX_PROMPT_TOKENS"] == "64"
+    assert "MODELSERVER_EXPLAIN_MAX_PROMPT_TOKENS" not in env(build({})["Deployment"])
     assert e["MODELSERVER_WORKERS"] == "2" and env(build({})["Deployment"])["MODELSERVER_WORKERS"] == "1"
     assert container(dep)["image"] == "registry.local/ms:1"
     assert container(dep)["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}}
@@ -250,9 +252,10 @@ def test_s3_credentials_reach_the_fetch_container_only():
     [
         ({"model": {"uri": "s3://"}}, "s3://BUCKET"),
         ({"model": {"uri": "https://h/m.tgz", "storage": {"secretRef": {"name": "x"}}}}, "s3:// URIs only"),
+        ({"explainer": {"maxPromptTokens": 0}}, "maxPromptTokens: expected an integer of at least 1, got 0"),
     ],
 )
-def test_s3_specs_that_cannot_work_say_why(spec, words):
+def test_specs_that_cannot_work_say_why(spec, words):
     with pytest.raises(SpecError, match=words):
         parse("iris", "ml", spec)
 

@@ -39,6 +39,8 @@ from modelserver.runtime.hf import weights  # noqa: E402
 
 __all__ = ["CAUSAL_LM_ARCHITECTURES", "ENCODER_ARCHITECTURES", "CausalLM", "Encoder", "load_causal_lm", "load_encoder"]
 
+#: tokens per graph call while explaining (path points x prompt-and-completion length)
+EXPLAIN_TOKENS_PER_CALL = 4096
 #: masked attention scores: exp() of this minus any real score is exactly 0 in float32
 _MASKED = -1e30
 
@@ -168,6 +170,16 @@ def _rms_norm(x: tf.Tensor, w: tf.Tensor, eps: float) -> tf.Tensor:
     return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True) + eps) * w
 
 
+def quadrature(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre points on [0, 1] and their weights (adding up to 1), float32.
+
+    Normalized layers make the path integral steep near the zero baseline; Gauss-Legendre, as Captum uses by
+    default, converges there far faster than a midpoint sum of as many points.
+    """
+    nodes, weights = np.polynomial.legendre.leggauss(steps)
+    return ((nodes + 1) / 2).astype(np.float32), (weights / 2).astype(np.float32)
+
+
 # -- decoder-only language models -----------------------------------------------------------------------------
 
 
@@ -223,12 +235,21 @@ class CausalLM:
             lambda ids, slot: self._prefill_graph(ids, slot, all_logits=True), input_signature=[ids_spec, slot_spec]
         ).get_concrete_function()
         self._decode = tf.function(self._decode_graph, input_signature=[ids_spec] * 3).get_concrete_function()
+        #: the explaining graph, traced on first use (most models are never explained)
+        self._path: Any = None
 
     # -- the architecture's part (graph code) --
 
-    def _embed(self, ids: tf.Tensor, positions: tf.Tensor) -> tuple[tf.Tensor, Any]:
-        """Input embeddings [N, H] of ``ids`` at ``positions``, and any per-call data the blocks need."""
+    def _token_vectors(self, ids: tf.Tensor) -> tf.Tensor:
+        """The input embeddings [N, H] of ``ids`` (what transformers calls ``inputs_embeds``)."""
         raise NotImplementedError
+
+    def _place(self, vectors: tf.Tensor, positions: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        """The first block's input for input embeddings at ``positions``, and any per-call data the blocks need."""
+        raise NotImplementedError
+
+    def _embed(self, ids: tf.Tensor, positions: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        return self._place(self._token_vectors(ids), positions)
 
     def _block(self, i: int, x: tf.Tensor, aux: Any, attend: Attend) -> tf.Tensor:
         """Transformer block ``i``; ``attend(i, q, k, v)`` (q scaled) gives the attention output [N, heads * D]."""
@@ -281,6 +302,44 @@ class CausalLM:
             x = self._block(i, x, aux, attend)
         return self._head(x)
 
+    def _path_graph(
+        self, prompt: tf.Tensor, completion: tf.Tensor, alphas: tf.Tensor, weights: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """The completion's log-probability with the prompt's input embeddings scaled by each alpha, and its gradient.
+
+        ``prompt`` [P, H] are the prompt's input embeddings, ``completion`` [G] (G >= 1) the generated ids,
+        ``alphas`` [S] the points on the straight path from the zero embedding and ``weights`` [S] their
+        quadrature weights. Returns the scores [S] (the sum of the completion tokens' log-probabilities) and
+        the weighted sum over the points of the scores' gradients with respect to the scaled prompt embeddings
+        [P, H]. No cache: every point is a full causal pass.
+        """
+        s, p, g = tf.shape(alphas)[0], tf.shape(prompt)[0], tf.shape(completion)[0]
+        t, hidden = p + g, tf.shape(prompt)[1]
+        rest = tf.broadcast_to(self._token_vectors(completion)[None], [s, g, hidden])
+        positions = tf.tile(tf.range(t), [s])
+        bias = tf.where(tf.range(t)[None, :] <= tf.range(t)[:, None], 0.0, _MASKED)  # [query, key]
+        kvh, grp, d = self.kv_heads, self._groups, self.head_dim
+
+        def attend(i: int, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
+            q = tf.reshape(q, [s, t, kvh, grp, d])
+            k, v = tf.reshape(k, [s, t, kvh, d]), tf.reshape(v, [s, t, kvh, d])
+            scores = tf.einsum("btkgd,bskd->bkgts", q, k) + bias
+            out = tf.einsum("bkgts,bskd->btkgd", tf.nn.softmax(scores), v)
+            return tf.reshape(out, [-1, kvh * grp * d])
+
+        with tf.GradientTape() as tape:
+            scaled = alphas[:, None, None] * prompt[None]  # [S, P, H]
+            tape.watch(scaled)
+            x, aux = self._place(tf.reshape(tf.concat([scaled, rest], axis=1), [-1, hidden]), positions)
+            for i in range(self.n_layers):
+                x = self._block(i, x, aux, attend)
+            x = tf.reshape(x, [s, t, hidden])[:, p - 1 : t - 1]  # the positions that predict the completion
+            logp = tf.nn.log_softmax(self._head(tf.reshape(x, [-1, hidden])))  # [S * G, V]
+            picked = tf.gather(logp, tf.tile(completion, [s]), batch_dims=1)
+            scores = tf.reduce_sum(tf.reshape(picked, [s, g]), axis=1)
+            weighted = tf.reduce_sum(scores * weights)
+        return scores, tf.reduce_sum(tape.gradient(weighted, scaled), axis=0)
+
     # -- public API --
 
     def _check_ids(self, ids: np.ndarray) -> None:
@@ -326,6 +385,46 @@ class CausalLM:
             raise ValueError(f"a slot may appear once per decode step: {slots.tolist()}")
         with self._lock:
             return self._decode(tf.constant(ids), tf.constant(positions), tf.constant(slots)).numpy()
+
+
+    def integrated_gradients(
+        self, prompt: Sequence[int], completion: Sequence[int], steps: int
+    ) -> tuple[np.ndarray, float, float]:
+        """Integrated gradients of the completion's log-probability over the prompt's input embeddings.
+
+        The baseline is the zero embedding at every prompt position (positions, and the completion's own
+        embeddings, stay as they are); the path integral is a ``steps``-point Gauss-Legendre sum. Returns one
+        attribution per prompt token (summed over the embedding), the score (the completion's total
+        log-probability given the prompt) and the baseline's score. Attributions add up to score minus
+        baseline score, up to the quadrature's error. Does not touch the KV cache.
+        """
+        ids = np.asarray(prompt, dtype=np.int32).reshape(-1)
+        gen = np.asarray(completion, dtype=np.int32).reshape(-1)
+        if not ids.size or ids.size + gen.size > self.max_len:
+            raise InvalidInput(f"a prompt of {ids.size} and a completion of {gen.size} tokens do not fit: "
+                               f"1 to {self.max_len} tokens in all")
+        self._check_ids(np.concatenate([ids, gen]))
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, not {steps}")
+        if not gen.size:  # nothing generated: the empty completion has probability 1 whatever the prompt
+            return np.zeros(ids.size, np.float32), 0.0, 0.0
+        if self._path is None:
+            spec = [tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32),
+                    tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)]
+            self._path = tf.function(self._path_graph, input_signature=spec)
+        vectors = self._token_vectors(tf.constant(ids))
+        tokens = tf.constant(gen)
+        per_call = max(1, EXPLAIN_TOKENS_PER_CALL // (ids.size + gen.size))
+        alphas, weights = quadrature(steps)
+        total = np.zeros(vectors.shape, np.float64)
+        for start in range(0, steps, per_call):
+            chunk = slice(start, start + per_call)
+            _, grads = self._path(vectors, tokens, tf.constant(alphas[chunk]), tf.constant(weights[chunk]))
+            total += grads.numpy()
+        ends, _ = self._path(vectors, tokens, tf.constant([0.0, 1.0], tf.float32), tf.zeros([2], tf.float32))
+        baseline, score = (float(v) for v in ends.numpy())
+        attributions = (vectors.numpy().astype(np.float64) * total).sum(axis=1)
+        return attributions.astype(np.float32), score, baseline
 
 
 class _LlamaLM(CausalLM):
@@ -406,9 +505,11 @@ class _LlamaLM(CausalLM):
             eos_token_ids=_eos_ids(path, config),
         )
 
-    def _embed(self, ids: tf.Tensor, positions: tf.Tensor) -> tuple[tf.Tensor, Any]:
-        rope = tf.gather(self.cos, positions), tf.gather(self.sin, positions)  # [N, 1, D] each
-        return _lookup(self.embed, self.lm_head, ids), rope
+    def _token_vectors(self, ids: tf.Tensor) -> tf.Tensor:
+        return _lookup(self.embed, self.lm_head, ids)
+
+    def _place(self, vectors: tf.Tensor, positions: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        return vectors, (tf.gather(self.cos, positions), tf.gather(self.sin, positions))  # rope: [N, 1, D] each
 
     def _block(self, i: int, x: tf.Tensor, aux: Any, attend: Attend) -> tf.Tensor:
         layer = self.layers[i]
@@ -512,8 +613,11 @@ class _GPT2LM(CausalLM):
             eos_token_ids=_eos_ids(path, config),
         )
 
-    def _embed(self, ids: tf.Tensor, positions: tf.Tensor) -> tuple[tf.Tensor, Any]:
-        return _lookup(self.wte, self.lm_head, ids) + tf.gather(self.wpe, positions), None
+    def _token_vectors(self, ids: tf.Tensor) -> tf.Tensor:
+        return _lookup(self.wte, self.lm_head, ids)
+
+    def _place(self, vectors: tf.Tensor, positions: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        return vectors + tf.gather(self.wpe, positions), None
 
     def _block(self, i: int, x: tf.Tensor, aux: Any, attend: Attend) -> tf.Tensor:
         layer = self.layers[i]

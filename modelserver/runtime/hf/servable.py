@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 
 from modelserver.errors import InvalidInput, ModelLoadError, NotFound
-from modelserver.interface import EMBED_SIGNATURE, Event, SamplingParams, Signature, Tensors, TensorSpec
+from modelserver.interface import (
+    EMBED_SIGNATURE,
+    Event,
+    SamplingParams,
+    Signature,
+    Tensors,
+    TensorSpec,
+    TokenAttributions,
+)
 from modelserver.runtime.hf.engine import Engine
 from modelserver.runtime.hf.text import TextCodec, read_json
 
@@ -127,7 +135,14 @@ class Generator:
         return {"text_output": np.array([t.encode("utf-8") for t in out], dtype=object)}
 
     def explain(self, signature: str, inputs: Tensors, *, target: str | None, steps: int) -> Tensors:
-        raise InvalidInput(f"model {self.name!r} is a generative model: it has no explanations")
+        raise InvalidInput(
+            f"model {self.name!r} is a generative model: its tensor signature has no explanations; ask "
+            "/v1/completions or /v1/chat/completions with \"explain\": true"
+        )
+
+    def explain_completion(self, prompt: list[int], completion: list[int], steps: int) -> TokenAttributions:
+        values, score, baseline = self.model.integrated_gradients(prompt, completion, steps)
+        return TokenAttributions(values, score, baseline)
 
     def warmup(self) -> None:
         """Generate a few tokens (compiles the prefill and decode graphs) before reporting ready."""
