@@ -7,7 +7,7 @@ PORT   ?= 8080
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 WHEELS := build/wheels
 
-.PHONY: venv run test lint typecheck unit server-tests wheels images clean bench bench-llm
+.PHONY: venv run test lint typecheck unit server-tests browser wheels images clean bench bench-llm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,9 +39,14 @@ server-tests: $(STAMP)
 	$(BIN)/pytest tests/server -q
 
 ## Lint, type-check and run every test tier (the cluster tiers build or reuse a local kind cluster; the S3
-## tests a SeaweedFS built from its Go module)
-test: lint typecheck cluster seaweedfs
+## tests a SeaweedFS built from its Go module; the page tests Debian's headless Chromium)
+test: lint typecheck cluster seaweedfs browser
 	$(BIN)/pytest tests
+
+## Debian's Chromium and its chromedriver, for the tests that render the pages (installed when missing)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
 ## Side-by-side benchmark with KServe, MLServer and a tornado hello-world (see Benchmarks in the README)
 bench: $(STAMP)

@@ -56,11 +56,25 @@ class OpenAPIHandler(BaseHandler):
 
 
 class DocsHandler(BaseHandler):
+    """The endpoint list with try-it forms. Public like /openapi.json, so with API keys set it does not
+    fill in the model's name and example bodies (the home page, behind the key, has them)."""
+
     protocol, endpoint, needs_auth = "other", "docs", False
 
     async def get(self) -> None:
+        spec = openapi.build(self.application.settings["endpoints"])
+        auth = bool(self.ctx.api_keys)
+        servable = None
+        if not auth:
+            repo = self.ctx.plane.repository
+            try:
+                servable = repo.resolve(repo.default_name)
+            except NotReady:
+                pass
+        s = self.ctx.settings
+        mapped = json.loads(s.mapping_example) if s.mapping_example and self.ctx.plane.mapping else None
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(pages.render_docs(openapi.build(self.application.settings["endpoints"])))
+        self.finish(pages.render_docs(spec, servable, labels=sorted(s.labels()), mapped=mapped, auth=auth))
 
 
 class MetricsHandler(BaseHandler):

@@ -38,3 +38,31 @@ def test_openapi_lists_every_route():
         assert p in paths
     assert paths["/v1/models/{model}:predict"]["post"]["parameters"][0]["name"] == "model"
     assert "413" in paths["/v2/models/{model}/infer"]["post"]["responses"]
+
+
+def test_try_forms_and_curl_lines_survive_quotes_and_markup():
+    body = {"prompt": "Don't <b>stop</b> 'here'"}
+    argv = shlex.split(pages.curl("http://h:1/v1/completions", body, auth=False))
+    assert json.loads(argv[argv.index("-d") + 1]) == body
+    form = pages.try_form("POST", "/v1/models/m'x:predict", body)
+    assert "<b>" not in form and "m&#x27;x" in form and "&lt;b&gt;stop" in form
+    assert "<textarea" not in pages.try_form("GET", "/v2/models/m")
+
+
+def test_docs_fill_each_endpoint_for_the_served_model():
+    class Model:
+        name, version, examples = "iris", 3, {}
+        signatures = {"classify": Signature("classify", SIG.inputs, SIG.outputs)}
+
+    m = Model()
+    assert pages.endpoint_call("/v1/models/{model}/versions/{version}:predict", m, [], None)[0] == (
+        "/v1/models/iris/versions/3:predict")
+    path, body = pages.endpoint_call("/v2/models/{model}/infer", m, [], None)
+    assert body["parameters"] == {"signature_name": "classify"} and body["inputs"][0]["name"] == "img"
+    assert pages.endpoint_call("/{signature}/predict", m, [], None)[0] == "/classify/predict"
+    assert pages.endpoint_call("/predict", m, [], {"a": 1}) == ("/predict", {"a": 1})
+    assert pages.endpoint_call("/v1/chat/completions", m, [], None)[1]["model"] == "iris"
+    assert pages.endpoint_call("/v1/models/{model}/labels/{label}", m, ["canary"], None)[0] == (
+        "/v1/models/iris/labels/canary")
+    page = pages.render_docs(openapi.build(e for r in ROUTES for e in r.docs), m)  # type: ignore[arg-type]
+    assert page.count("<details class='try'") == page.count("<tr>") - 1
