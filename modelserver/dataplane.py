@@ -111,6 +111,8 @@ class DataPlane:
         protocol = bodies.protocol_of(body) if call.protocol == "seed" else call.protocol
         call.answered = protocol
         sig = self.signature(servable, call.signature or bodies.signature_name(body))
+        if bodies.may_have_booleans(head):
+            bodies.refuse_booleans(body, sig, protocol)
         if protocol == "v1":
             answer, out_tail = await self._v1(servable, sig, body, call.explain), b""
         else:
@@ -126,7 +128,7 @@ class DataPlane:
         return Answer(head_out + out_tail, "application/octet-stream", {v2.HEADER_LENGTH: str(len(head_out))})
 
     async def _v1(self, servable: Servable, sig: Signature, body: Any, explain: bool) -> dict[str, Any]:
-        request = v1.decode(body, sig, max_instances=self.settings.max_instances)
+        request = v1.decode(body, sig, max_instances=self.settings.max_instances, explain=explain)
         if explain:
             target = body.get("target") if isinstance(body, dict) else None
             results = await self.explain(servable, sig, request.batches, target)

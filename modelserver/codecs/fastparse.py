@@ -13,7 +13,9 @@ buffer of doubles (or 64-bit integers) in C, several times faster. ``loads`` ret
   order, whatever the nesting (as Triton reads it), typed by the tensor's ``datatype``.
 
 Anything else (a small body, a value that is not a number, ``NaN``, integers past 64 bits,
-invalid JSON) takes ``jsonio.loads`` and the codecs' general path, which also words the errors.
+invalid JSON, an object with a key twice or a key with a NUL in it) takes ``jsonio.loads`` and the
+codecs' general path, which also words the errors. So every body size has orjson's reading of
+duplicate keys (the last one counts).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def loads(body: bytes) -> Any:
     if len(body) >= FAST_PARSE_BYTES:
         try:
             return _loads_fast(body)
-        except (_NotFast, ValueError, TypeError, RuntimeError):
+        except (_NotFast, ValueError, TypeError, RuntimeError, KeyError):
             pass  # not JSON, not numbers, NaN, out of range, ragged...: the general path says what
     return jsonio.loads(body)
 
@@ -66,6 +68,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _fields(obj: simdjson.Object) -> dict[str, Any]:
+    """An object's members, in order, as simdjson proxies (``items()`` would convert every value to
+    Python). A key given twice, or with a NUL in it (a lookup by name stops there), leaves the fast path."""
+    keys = list(obj.keys())
+    if len(set(keys)) != len(keys) or any("\x00" in key for key in keys):
+        raise _NotFast
+    return {key: obj[key] for key in keys}
+
+
 def _loads_fast(body: bytes) -> dict[str, Any]:
     """simdjson's reading of the body. Returns only plain values and arrays, so no proxy into the
     parser outlives the call (the parser is reused)."""
@@ -75,50 +86,47 @@ def _loads_fast(body: bytes) -> dict[str, Any]:
     doc = parser.parse(body)
     if not isinstance(doc, simdjson.Object):
         raise _NotFast
-    keys = list(doc.keys())
-    inputs = doc.get("inputs")
+    fields = _fields(doc)
+    inputs = fields.get("inputs")
     if isinstance(inputs, simdjson.Array) and len(inputs) and isinstance(inputs[0], simdjson.Object):
-        out = {key: _plain(doc[key]) for key in keys if key != "inputs"}
+        out = {key: _plain(value) for key, value in fields.items() if key != "inputs"}
         out["inputs"] = [_v2_tensor(t) if isinstance(t, simdjson.Object) else _plain(t) for t in inputs]
         return out
-    if "data" in doc and "name" in doc and inputs is None:  # the seed's single tensor
+    if "data" in fields and "name" in fields and inputs is None:  # the seed's single tensor
         return _v2_tensor(doc)
-    if not any(key in doc for key in _V1_TENSORS) or len(set(keys)) != len(keys):
+    if not any(key in fields for key in _V1_TENSORS):
         raise _NotFast
-    return _v1_body(body, doc, keys)
+    return _v1_body(body, fields)
 
 
 def _v2_tensor(t: simdjson.Object) -> dict[str, Any]:
-    tensor = {key: _plain(t[key]) for key in t.keys() if key != "data"}
-    data = t.get("data")
+    fields = _fields(t)
+    tensor = {key: _plain(value) for key, value in fields.items() if key != "data"}
+    data = fields.get("data")
     kind = _V2_BUFFER.get(tensor.get("datatype"))  # type: ignore[arg-type]
     if isinstance(data, simdjson.Array) and kind is not None:
         tensor["data"] = np.frombuffer(data.as_buffer(of_type=kind), dtype=_NUMPY[kind])
-    elif "data" in t:
+    elif "data" in fields:
         tensor["data"] = _plain(data)
     return tensor
 
 
-def _v1_body(body: bytes, doc: simdjson.Object, keys: list[str]) -> dict[str, Any]:
+def _v1_body(body: bytes, fields: dict[str, Any]) -> dict[str, Any]:
     """A V1 body whose ``instances``/``inputs`` are rectangular lists of numbers, as arrays."""
     out: dict[str, Any] = {}
     outline: list[bytes] = []
-    for key in keys:
-        value = doc[key]
+    for key, value in fields.items():
         if key in _V1_TENSORS and isinstance(value, simdjson.Array):
             out[key], shape = _v1_array(value)
             part = _outline(shape)
         elif key == "inputs" and isinstance(value, simdjson.Object):  # named columns
             named: dict[str, np.ndarray] = {}
             parts = []
-            for name in value.keys():
-                column = value[name]
+            for name, column in _fields(value).items():
                 if not isinstance(column, simdjson.Array):
                     raise _NotFast
                 named[name], shape = _v1_array(column)
                 parts.append(_strip(orjson.dumps(name)) + b":" + _outline(shape))
-            if len(named) != len(parts):
-                raise _NotFast
             out[key] = named
             part = b"{" + b",".join(parts) + b"}"
         else:

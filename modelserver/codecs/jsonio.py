@@ -1,7 +1,9 @@
 """JSON in and out: orjson for speed, with the stdlib as the fallback for NaN and Infinity.
 
 TensorFlow Serving accepts and emits ``NaN``/``Infinity``, which strict JSON (and orjson) does not;
-bodies that carry them take the slower stdlib path, everything else stays on orjson.
+bodies that carry them take the slower stdlib path, everything else stays on orjson. Either way a
+string is valid Unicode (a lone surrogate escape is a 400), so text reaching a tokenizer or a
+BYTES tensor always encodes as UTF-8. Duplicate keys: the last one counts, at every body size.
 """
 
 from __future__ import annotations
@@ -29,9 +31,15 @@ def loads(body: bytes) -> Any:
         if "depth limit" in str(fast_error) or "recursion" in str(fast_error).lower():  # orjson stops at 1024 levels
             raise InvalidInput(f"expected a JSON body nested at most {MAX_DEPTH} levels deep: {fast_error}") from None
         try:
-            return json.loads(body)  # accepts NaN, Infinity, -Infinity
+            value = json.loads(body)  # accepts NaN, Infinity, -Infinity
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidInput(f"expected a JSON body, got invalid JSON: {fast_error}") from None
+        try:  # the stdlib also lets a lone surrogate escape ("\ud800") through, which is not text
+            orjson.dumps(value)
+        except orjson.JSONEncodeError as e:
+            where = fast_error if "surrogate" in str(fast_error) else e
+            raise InvalidInput(f"expected a JSON body of valid Unicode text, got a lone surrogate escape: {where}") from None
+        return value
 
 
 def _has_nonfinite(obj: Any) -> bool:

@@ -8,6 +8,7 @@ and saying what was expected and what came, for the OpenAI error envelope.
 from __future__ import annotations
 
 import base64
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,17 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 #: fields we do not implement: refused when set to anything but their neutral value
 UNSUPPORTED = {
     "frequency_penalty": 0, "presence_penalty": 0, "logit_bias": None, "tools": None, "functions": None,
-    "best_of": 1, "suffix": None,
+    "best_of": 1, "suffix": None, "tool_choice": "none", "function_call": "none", "parallel_tool_calls": None,
+    "response_format": {"type": "text"},
+}
+#: fields each endpoint reads (besides ``UNSUPPORTED``); any other field is refused, never ignored.
+#: ``user`` (an end-user id for the provider's abuse monitoring) is read and has no effect here.
+_GENERATION_FIELDS = frozenset({"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options",
+                                "stop", "seed", "explain", "user"}) | set(UNSUPPORTED)
+KNOWN_FIELDS = {
+    "completions": _GENERATION_FIELDS | {"prompt", "logprobs", "echo"},
+    "chat": _GENERATION_FIELDS | {"messages", "logprobs", "top_logprobs", "max_completion_tokens"},
+    "embeddings": frozenset({"model", "input", "encoding_format", "dimensions", "user"}),
 }
 
 
@@ -66,6 +77,8 @@ def _num(body: dict[str, Any], name: str, default: float, lo: float, hi: float, 
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInput(f"{name}: expected a number, got {_kind(value)} {value!r}", param=name)
+    if not math.isfinite(value):
+        raise InvalidInput(f"{name}: expected a finite number, got {value}", param=name)
     if value > hi or value < lo or (lo_open and value <= lo):
         low = f"more than {lo:g}" if lo_open else f"{lo:g}"
         raise InvalidInput(f"{name}: expected a number from {low} to {hi:g}, got {value}", param=name)
@@ -100,6 +113,17 @@ def _stop(body: dict[str, Any]) -> tuple[str, ...]:
     if any(s == "" for s in items):
         raise InvalidInput("stop: expected non-empty strings, got an empty one", param="stop")
     return tuple(items)
+
+
+def _known(body: dict[str, Any], endpoint: str) -> None:
+    """Refuse a field this endpoint does not read, naming it (a typo or an unbuilt feature, never ignored)."""
+    known = KNOWN_FIELDS[endpoint]
+    unknown = sorted(k for k in body if k not in known)
+    if unknown:
+        raise InvalidInput(
+            f"{unknown[0]}: not a field this server reads on {endpoint} (it reads {', '.join(sorted(known))})",
+            param=unknown[0],
+        )
 
 
 def _unsupported(body: dict[str, Any]) -> None:
@@ -197,6 +221,7 @@ def _prompts(body: dict[str, Any]) -> list[str | list[int]]:
 
 def parse_completion(body: Any, *, max_n: int) -> CompletionRequest:
     b = _obj(body)
+    _known(b, "completions")
     prompts = _prompts(b)
     logprobs = _int(b, "logprobs", None, 0, MAX_LOGPROBS)
     echo = _bool(b, "echo")
@@ -267,6 +292,7 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 def parse_chat(body: Any, *, max_n: int) -> ChatRequest:
     b = _obj(body)
+    _known(b, "chat")
     messages = _messages(b)
     logprobs = _bool(b, "logprobs")
     top = _int(b, "top_logprobs", None, 0, MAX_LOGPROBS)
@@ -295,6 +321,7 @@ class EmbeddingRequest:
 
 def parse_embeddings(body: Any) -> EmbeddingRequest:
     b = _obj(body)
+    _known(b, "embeddings")
     raw = b.get("input")
     if raw is None:
         raise InvalidInput("input: required (a string, an array of strings, or token ids)", param="input")

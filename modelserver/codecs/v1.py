@@ -62,10 +62,19 @@ def _describe_expected(spec: TensorSpec) -> str:
     )
 
 
-def decode(body: Any, sig: Signature, *, max_instances: int) -> V1Request:
+#: the fields of a V1 body (``target`` too when explaining); any other is refused, not ignored
+FIELDS = ("signature_name", "instances", "inputs")
+
+
+def decode(body: Any, sig: Signature, *, max_instances: int, explain: bool = False) -> V1Request:
     """Check a V1 body against the signature and turn it into input tensors."""
     if not isinstance(body, dict):
         raise InvalidInput(f"expected a JSON object with 'instances' or 'inputs', got {type(body).__name__}")
+    fields = FIELDS + ("target",) if explain else FIELDS
+    unknown = sorted(k for k in body if k not in fields)
+    if unknown:
+        raise InvalidInput(f"{unknown[0]!r}: not a field of a V1 {'explain' if explain else 'predict'} body "
+                           f"(it has {', '.join(repr(f) for f in fields)})")
     has_rows, has_cols = "instances" in body, "inputs" in body
     if has_rows == has_cols:
         raise InvalidInput(

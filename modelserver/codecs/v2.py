@@ -118,12 +118,25 @@ def data_values(data: Any, dt: dtypes.DType, where: str) -> np.ndarray:
             raise nested_error from None
 
 
+#: the fields of a V2 request, of an input tensor and of a requested output; any other is refused
+REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
+TENSOR_FIELDS = ("name", "shape", "datatype", "parameters", "data")
+OUTPUT_FIELDS = ("name", "parameters")
+
+
+def refuse_unknown(obj: dict[str, Any], fields: tuple[str, ...], where: str) -> None:
+    unknown = sorted(k for k in obj if k not in fields)
+    if unknown:
+        raise InvalidInput(f"{where}: {unknown[0]!r} is not a field here (expected {', '.join(map(repr, fields))})")
+
+
 def decode_tensor(
     t: Any, i: int, sig: Signature, binary: memoryview, offset: int, where: str
 ) -> tuple[str, np.ndarray, int]:
     """One input tensor object; returns its name, array and the new offset into the binary tail."""
     if not isinstance(t, dict):
         raise InvalidInput(f"{where}: expected a tensor object, got {type(t).__name__}")
+    refuse_unknown(t, TENSOR_FIELDS, where)
     for key in ("name", "shape", "datatype"):
         if key not in t:
             raise InvalidInput(f"{where}: missing field {key!r} (a tensor needs name, shape, datatype, data)")
@@ -166,6 +179,7 @@ def decode(body: Any, binary: bytes, sig: Signature, *, max_instances: int) -> V
     """Check a V2 body (and its binary tail) against the signature."""
     if not isinstance(body, dict):
         raise InvalidInput(f"expected a JSON object with 'inputs', got {type(body).__name__}")
+    refuse_unknown(body, REQUEST_FIELDS, "body")
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput(f"inputs: expected a non-empty list of tensors, got {inputs!r:.60}")
@@ -219,6 +233,7 @@ def _requested_outputs(outputs: Any, sig: Signature) -> list[tuple[str, bool]] |
     for i, o in enumerate(outputs):
         if not isinstance(o, dict) or not isinstance(o.get("name"), str):
             raise InvalidInput(f"outputs[{i}]: expected an object with a 'name', got {o!r:.60}")
+        refuse_unknown(o, OUTPUT_FIELDS, f"outputs[{i}]")
         sig.output(o["name"])
         params = o.get("parameters") or {}
         wanted.append((o["name"], bool(params.get("binary_data", False)) if isinstance(params, dict) else False))

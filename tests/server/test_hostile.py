@@ -31,6 +31,25 @@ CASES = [
     ("POST", "/v2/health/ready", "{}", 405, ["POST"]),
     ("POST", "/v1/models", "{}", 405, ["POST"]),
     ("POST", "/openapi.json", "{}", 405, ["POST"]),
+    # JSON booleans are BOOL values only: not 1 or 0 in a numeric tensor, at any body size
+    ("POST", "/v1/models/iris:predict", '{"instances": [[5.1, true, 1.4, 0.2]]}', 400,
+     ["instances[0][1]: expected a number (FP32), got a boolean"]),
+    ("POST", "/v1/models/iris:predict", '{"inputs": {"features": [[5.1, 3.5, 1.4, false]]}}', 400,
+     ["inputs.features[0][3]"]),
+    ("POST", "/v1/models/iris:predict", '{"instances": [{"features": [true, 1, 1, 1]}]}', 400,
+     ["instances[0].features[0]"]),
+    ("POST", "/v2/models/iris/infer", _v2("[5.1, 3.5, true, 0.2]"), 400, ["inputs[0] ('features').data[2]"]),
+    ("POST", "/predict", '{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, true]}', 400,
+     ["body.data[3]"]),
+    ("POST", "/v1/models/iris:predict", '{"instances": [' + ", ".join([str(ROW)] * 500) + ', [1, 2, 3, true]]}', 400,
+     ["instances[500][3]"]),
+    # text is valid Unicode: a lone surrogate escape is refused where the body is read, NaN or not
+    ("POST", "/v1/models/iris:predict", '{"instances": [[5.1, 3.5, 1.4, 0.2]], "signature_name": "\\ud800"}', 400,
+     ["lone surrogate"]),
+    ("POST", "/v1/models/iris:predict", '{"instances": [[NaN, 3.5, 1.4, 0.2]], "x": "\\udc00"}', 400,
+     ["lone surrogate"]),
+    ("POST", "/v2/models/iris/infer", _v2(str([0.5] * 4)).replace('"features"', '"\\ud800"') + " " * 9000, 400,
+     ["lone surrogate"]),
 ]
 
 
@@ -42,6 +61,75 @@ def test_hostile_requests_get_a_json_error_not_a_500(iris, method, path, body, s
     for w in words:
         assert w in message, message
     assert requests.get(iris.url("/v2/health/live"), timeout=5).status_code == 200
+
+
+def _v2_dup(first: list, last: list, pad: int) -> str:
+    return ('{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", '
+            f'"data": {first}, "data": {last}}}]}}' + " " * pad)
+
+
+def test_duplicate_keys_read_the_same_at_every_body_size(iris):
+    """The last of duplicate keys counts, whether the body is small (orjson) or large (simdjson)."""
+    setosa, virginica = [5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]
+    answers = []
+    for pad in (0, 20_000):
+        r = requests.post(iris.url("/v2/models/iris/infer"), data=_v2_dup(setosa, virginica, pad), timeout=30)
+        assert r.status_code == 200, r.text
+        answers.append(r.json()["outputs"][0]["data"])
+    want = requests.post(iris.url("/v1/models/iris:predict"), json={"instances": [virginica]}, timeout=30).json()
+    assert answers[0] == answers[1] == want["predictions"][0]
+    # a NUL in a key is a character like any other, at every size: here a field V1 does not have
+    for pad in (0, 20_000):
+        body = '{"instances": [[5.1, 3.5, 1.4, 0.2]], "x\\u0000y": 1}' + " " * pad
+        r = requests.post(iris.url("/v1/models/iris:predict"), data=body, timeout=30)
+        assert r.status_code == 400 and "'x\\x00y': not a field of a V1 predict body" in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "words"),
+    [
+        ("/v1/models/iris:predict", {"instances": [ROW], "instance": [ROW]}, "'instance': not a field of a V1"),
+        ("/v1/models/iris:predict", {"instances": [ROW], "target": 1}, "'target': not a field of a V1 predict"),
+        ("/v2/models/iris/infer", {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32",
+                                                "data": ROW}], "output": []}, "body: 'output' is not a field"),
+        ("/v2/models/iris/infer", {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32",
+                                                "data": ROW, "contents": {}}]}, "'contents' is not a field"),
+        ("/v2/models/iris/infer", {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": ROW}],
+                                   "outputs": [{"name": "probabilities", "binary": True}]}, "outputs[0]: 'binary'"),
+    ],
+)
+def test_fields_a_body_does_not_have_are_refused_not_ignored(iris, path, body, words):
+    r = requests.post(iris.url(path), json=body, timeout=30)
+    assert r.status_code == 400 and words in r.json()["error"], r.text
+
+
+def test_generation_fields_are_checked_not_ignored(llm, minilm):
+    server, _ = llm
+    cases = [
+        ("/v1/completions", '{"prompt": "Hi", "temperature": NaN}', "temperature", "finite"),
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "Hi"}], "top_p": NaN}', "top_p", "finite"),
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "Hi"}], "tool_choice": "auto"}',
+         "tool_choice", "not supported"),
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "Hi"}], "response_format": '
+         '{"type": "json_object"}}', "response_format", "not supported"),
+        ("/v1/completions", '{"prompt": "Hi", "max_tokenz": 3}', "max_tokenz", "not a field"),
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "Hi"}], "reasoning_effort": "low"}',
+         "reasoning_effort", "not a field"),
+        ("/v1/completions", '{"prompt": "\\ud800 hello"}', None, "lone surrogate"),
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "\\udfff"}]}', None, "lone surrogate"),
+        ("/v1/models/my-llm:predict", '{"instances": ["\\ud800"]}', None, "lone surrogate"),
+    ]
+    for path, body, param, words in cases:
+        r = requests.post(server.url(path), data=body, timeout=30)
+        assert r.status_code == 400, (body, r.text)
+        error = r.json()["error"]
+        message = error["message"] if isinstance(error, dict) else error
+        assert words in message and (param is None or error["param"] == param), (body, error)
+    for body in ('{"input": "\\ud800", "model": "minilm"}', '{"input": ["ok"], "model": "minilm", "extra": 1}'):
+        assert requests.post(minilm.url("/v1/embeddings"), data=body, timeout=30).status_code == 400
+    # user is read (an end-user id), and has no effect
+    r = requests.post(server.url("/v1/completions"), json={"prompt": "Hi", "max_tokens": 2, "user": "u-1"}, timeout=30)
+    assert r.status_code == 200, r.text
 
 
 def test_a_body_nested_thousands_deep_is_refused(iris):

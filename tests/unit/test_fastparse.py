@@ -195,3 +195,39 @@ def test_single_tensor_body():
     assert isinstance(fast["data"], np.ndarray) and v2.is_single_tensor(fast)
     got = v2.decode_single(fast, IMG, max_instances=100).inputs["x"]
     np.testing.assert_array_equal(got, IMAGES.astype(np.float32))
+
+
+def _plainly(value):
+    """A parsed body with arrays as lists, to compare the two parsers' readings."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plainly(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plainly(v) for v in value]
+    return value
+
+
+PAD = " " * fastparse.FAST_PARSE_BYTES
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"inputs":[{"name":"x","datatype":"FP32","datatype":"INT32","shape":[2],"data":[1,2]}]%s}',
+        '{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"data":[1,2],"data":[3,4]}]%s}',
+        '{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"data":[1,2]}],"inputs":[{"name":"y","datatype":"FP32","shape":[1],"data":[5]}]%s}',
+        '{"instances":[[1,2]],"instances":[[3,4,5]]%s}',
+        '{"inputs":{"a":[1,2],"a":[3]}%s}',
+        '{"name":"x","datatype":"FP32","shape":[2],"data":[1,2],"data":[7,8]%s}',
+        '{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"data":[1,2]}],"a\\u0000b":1%s}',
+        '{"inputs":[{"name":"x","data\\u0000":[1],"datatype":"FP32","shape":[2],"data":[1,2]}]%s}',
+        '{"instances":[[1,2]],"a\\u0000":1%s}',
+        '{"inputs":{"a\\u0000":[1,2]}%s}',
+    ],
+)
+def test_duplicate_and_nul_keys_read_the_same_at_every_size(body):
+    """One reading for every body size: the last of duplicate keys counts (as orjson and the stdlib
+    read it), and a NUL in a key is a character like any other."""
+    small, large = (body % "").encode(), (body % PAD).encode()
+    assert _plainly(fastparse.loads(large)) == _plainly(fastparse.loads(small)) == orjson.loads(small)
