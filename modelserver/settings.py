@@ -52,6 +52,14 @@ class Settings:
     max_concurrent_requests: int = _setting(
         256, "inference requests in progress at once; more get 429"
     )
+    max_connections: int = _setting(
+        10000, "open connections at once (at most the descriptor limit less a reserve); more get 503"
+    )
+    max_header_bytes: int = _setting(65536, "longest request line and headers (431, or 414, above)")
+    idle_timeout_seconds: float = _setting(
+        75.0, "longest wait for a request's headers, on a new or an idle keep-alive connection (then it closes)"
+    )
+    body_timeout_seconds: float = _setting(120.0, "longest wait for a request's whole body (then it closes)")
     api_keys: str = _setting("", "comma-separated API keys; when set, inference needs one")
     api_key_file: str = _setting("", "file with one API key per line (a mounted Secret)")
     batching: bool = _setting(True, "merge concurrent requests into one model call")

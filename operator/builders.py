@@ -98,6 +98,10 @@ def server_env(spec: Spec) -> list[dict[str, str]]:
         "timeoutSeconds": "timeout_seconds",
         "maxInstances": "max_instances",
         "maxConcurrentRequests": "max_concurrent_requests",
+        "maxConnections": "max_connections",
+        "maxHeaderBytes": "max_header_bytes",
+        "idleTimeoutSeconds": "idle_timeout_seconds",
+        "bodyTimeoutSeconds": "body_timeout_seconds",
     }
     for key, setting in limit_names.items():
         if key in spec.limits:

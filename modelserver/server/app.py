@@ -18,9 +18,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import tornado.httpserver
 import tornado.ioloop
-import tornado.iostream
 import tornado.web
 
 from modelserver.codecs import mapping
@@ -34,6 +32,7 @@ from modelserver.runtime import formats
 from modelserver.runtime.repository import ModelRepository
 from modelserver.server import openai, pages, v1, v2
 from modelserver.server.base import NotFoundHandler
+from modelserver.server.connection import HTTPServer
 from modelserver.server.context import ServerContext
 from modelserver.server.exchange import Exchange, Router
 from modelserver.settings import Settings
@@ -194,35 +193,21 @@ def start_draining(ctx: ServerContext) -> None:
         log.info("draining", extra={"in_flight": ctx.in_flight})
 
 
-class _HTTPServer(tornado.httpserver.HTTPServer):
-    """tornado's HTTP server with Nagle's algorithm off for good on every connection.
-
-    tornado turns it off to send each answer and back on after it: two system calls a request, each
-    a moment for a model thread to take the GIL from the IO loop. Answers are written whole (and
-    streamed events are wanted at once), so there is nothing for Nagle to merge.
-    """
-
-    def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple[Any, ...]) -> None:
-        stream.set_nodelay(True)
-        stream.set_nodelay = _keep_nodelay  # type: ignore[method-assign]
-        super().handle_stream(stream, address)
-
-
-def _keep_nodelay(value: bool) -> None:
-    """tornado's per-answer toggle, ignored: the connection keeps TCP_NODELAY on."""
-
-
 async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) -> None:
     """Listen (or serve on ``sockets`` bound by a parent process), load the models in the background;
     on SIGTERM finish in-flight requests and return."""
     s = ctx.settings
-    server = _HTTPServer(make_app(ctx), max_body_size=HARD_BODY_LIMIT)
+    server = HTTPServer(
+        make_app(ctx), max_body_size=HARD_BODY_LIMIT, max_connections=s.max_connections,
+        idle_timeout=s.idle_timeout_seconds, body_timeout=s.body_timeout_seconds, max_header_bytes=s.max_header_bytes,
+    )
     if sockets is None:
         server.listen(s.port, s.host)
     else:
         server.add_sockets(sockets)
     repository = ctx.plane.repository
-    where = {"host": s.host, "port": s.port, "models": list(repository.models)}
+    where = {"host": s.host, "port": s.port, "models": list(repository.models),
+             "max_connections": server.max_connections}
     if ctx.workers is not None:
         where.update(worker=ctx.workers.index, pid=os.getpid())
         # the in-flight gauge is a file shared with the other workers: sampled each second, not per request

@@ -62,6 +62,19 @@ def close_after_answer(connection: object) -> None:
         setattr(connection, "_disconnect_on_finish", True)  # noqa: B010 - tornado's own flag
 
 
+def declared_length(value: str | None) -> int | None:
+    """The body length a ``Content-Length`` header declares: repeated equal values (``"9, 9"``, as
+    proxies sometimes send, and as tornado reads them) count once; anything unreadable is None
+    (tornado itself refuses it, in JSON, before the body)."""
+    if not value:
+        return None
+    pieces = {p.strip() for p in value.split(",")}
+    if len(pieces) != 1:
+        return None
+    (piece,) = pieces
+    return int(piece) if piece.isascii() and piece.isdigit() else None
+
+
 class RequestCycle:
     """One request from its headers to its accounting."""
 
@@ -89,9 +102,9 @@ class RequestCycle:
         ctx = self.ctx
         if needs_auth:
             ctx.check_key(headers.get("Authorization"), headers.get("X-API-Key"))
-        length = headers.get("Content-Length")
+        length = declared_length(headers.get("Content-Length"))
         limit = ctx.settings.max_body_bytes
-        if length and length.isdigit() and int(length) > limit:
+        if length is not None and length > limit:
             raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit} bytes")
 
     def answer_headers(self) -> dict[str, str]:

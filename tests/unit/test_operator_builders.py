@@ -106,7 +106,7 @@ def test_settings_become_server_environment():
         "model": {"name": "flowers", "signature": "classify"},
         "protocol": "v2",
         "batching": {"enabled": False, "maxBatchSize": 8, "maxLatencyMs": 2},
-        "limits": {"maxBodyBytes": 1000, "timeoutSeconds": 3},
+        "limits": {"maxBodyBytes": 1000, "timeoutSeconds": 3, "maxConnections": 500, "idleTimeoutSeconds": 20},
         "auth": {"apiKeySecretRef": {"name": "keys"}},
         "explainer": {"steps": 20, "maxPromptTokens": 64},
         "image": "registry.local/ms:1",
@@ -121,6 +121,7 @@ def test_settings_become_server_environment():
     assert e["MODELSERVER_MAX_BODY_BYTES"] == "1000" and e["MODELSERVER_TIMEOUT_SECONDS"] == "3"
     assert e["MODELSERVER_EXPLAIN_STEPS"] == "20" and e["MODELSERVER_API_KEY_FILE"].endswith("/keys")
     assert e["MODELSERVER_EXPLAIN_MAX_PROMPT_TOKENS"] == "64"
+    assert e["MODELSERVER_MAX_CONNECTIONS"] == "500" and e["MODELSERVER_IDLE_TIMEOUT_SECONDS"] == "20"
     assert "MODELSERVER_EXPLAIN_MAX_PROMPT_TOKENS" not in env(build({})["Deployment"])
     assert e["MODELSERVER_WORKERS"] == "2" and env(build({})["Deployment"])["MODELSERVER_WORKERS"] == "1"
     assert container(dep)["image"] == "registry.local/ms:1"
