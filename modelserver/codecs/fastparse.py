@@ -57,7 +57,39 @@ def loads(body: bytes) -> Any:
             return _loads_fast(body)
         except (_NotFast, ValueError, TypeError, RuntimeError, KeyError):
             pass  # not JSON, not numbers, NaN, out of range, ragged...: the general path says what
+        if len(body) >= STEPWISE_BYTES:
+            try:
+                return _loads_stepwise(body)
+            except (_NotFast, ValueError, TypeError, RuntimeError, KeyError):
+                pass
     return jsonio.loads(body)
+
+
+#: bodies at least this long that the fast path cannot take are made into Python values a piece at
+#: a time: orjson takes about 40 ms a megabyte in one call that holds the GIL, long enough to stall
+#: the IO loop's thread (health probes included) while another thread parses
+STEPWISE_BYTES = 256 * 1024
+#: arrays up to this long are converted in one call
+_STEP = 256
+
+
+def _loads_stepwise(body: bytes) -> Any:
+    """The body as plain Python values, as orjson would read it, converted in small steps (a Python
+    loop between them, where the interpreter lets other threads run)."""
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = simdjson.Parser()
+    return _stepwise(parser.parse(body))
+
+
+def _stepwise(value: Any) -> Any:
+    if isinstance(value, simdjson.Array):
+        if len(value) <= _STEP:
+            return value.as_list()
+        return [_stepwise(item) for item in value]
+    if isinstance(value, simdjson.Object):
+        return {key: _stepwise(item) for key, item in _fields(value).items()}
+    return value
 
 
 def _plain(value: Any) -> Any:

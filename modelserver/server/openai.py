@@ -27,6 +27,14 @@ from modelserver.server.base import BaseHandler
 from modelserver.server.context import ServerContext
 from modelserver.server.errors import OPENAI, sse_error_event
 
+#: prompts up to this many characters are tokenized on the IO loop (about a millisecond)
+INLINE_PROMPT_CHARS = 16384
+#: no real tokenizer's tokens cover more characters than this on average: a text longer than the
+#: context times this is checked from that long a prefix first
+PROMPT_CHARS_PER_TOKEN = 64
+#: tokens a prefix may gain at its cut (a word split in two) over the whole text's tokens there
+PREFIX_SLACK_TOKENS = 16
+
 
 class OpenAIBase(BaseHandler):
     protocol = "openai"
@@ -99,9 +107,27 @@ class GenerationHandler(OpenAIBase):
             )
         return servable
 
-    def prompt_ids(self, gen: Generator, prompt: str | list[int], param: str) -> list[int]:
+    async def encode(self, gen: Generator, text: str, *, special: bool, param: str) -> list[int]:
+        """Token ids of a prompt's text. A long text is tokenized on another thread (never on the IO
+        loop), and one far past the context is refused from a bounded prefix: tokenizing megabytes
+        costs seconds and gigabytes only to say no."""
+        if len(text) <= INLINE_PROMPT_CHARS:
+            return gen.codec.encode(text, special=special)
+        loop = asyncio.get_running_loop()
+        cap = gen.max_len * PROMPT_CHARS_PER_TOKEN
+        if len(text) > cap:
+            head = await loop.run_in_executor(None, lambda: gen.codec.encode(text[:cap], special=special))
+            if len(head) > gen.max_len + PREFIX_SLACK_TOKENS:
+                raise InvalidInput(
+                    f"This model's maximum context length is {gen.max_len} tokens. However, the {param} is "
+                    f"{len(text)} characters, and its first {cap} alone are {len(head)} tokens. Please reduce "
+                    f"the length of the {param}.", param=param, code="context_length_exceeded",
+                )
+        return await loop.run_in_executor(None, lambda: gen.codec.encode(text, special=special))
+
+    async def prompt_ids(self, gen: Generator, prompt: str | list[int], param: str) -> list[int]:
         if isinstance(prompt, str):
-            ids = gen.codec.encode(prompt)
+            ids = await self.encode(gen, prompt, special=True, param=param)
         else:
             bad = next((t for t in prompt if t < 0 or t >= gen.codec.vocab_size), None)
             if bad is not None:
@@ -220,7 +246,7 @@ class CompletionsHandler(GenerationHandler):
     async def handle_post(self, **_: str) -> None:
         req = codec.parse_completion(self.json_body(), max_n=self.ctx.settings.max_sequences)
         gen = self.generator(req.gen.model)
-        prompts = [self.prompt_ids(gen, p, "prompt") for p in req.prompts]
+        prompts = [await self.prompt_ids(gen, p, "prompt") for p in req.prompts]
         params = [self.fit(gen, ids, req.gen, "prompt") for ids in prompts]
         for ids in prompts:
             self.explainable(ids, req.gen, "prompt")
@@ -306,7 +332,7 @@ class ChatHandler(GenerationHandler):
         req = codec.parse_chat(self.json_body(), max_n=self.ctx.settings.max_sequences)
         gen = self.generator(req.gen.model)
         prompt = gen.codec.render_chat(req.messages, add_generation_prompt=True)
-        ids = gen.codec.encode(prompt, special=False)
+        ids = await self.encode(gen, prompt, special=False, param="messages")
         if not ids:
             raise InvalidInput("messages: the chat template made an empty prompt", param="messages")
         params = self.fit(gen, ids, req.gen, "messages")

@@ -231,3 +231,21 @@ def test_duplicate_and_nul_keys_read_the_same_at_every_size(body):
     read it), and a NUL in a key is a character like any other."""
     small, large = (body % "").encode(), (body % PAD).encode()
     assert _plainly(fastparse.loads(large)) == _plainly(fastparse.loads(small)) == orjson.loads(small)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"instances": [[0.5 * i, i, -i, 1e-7 * i] for i in range(20000)] + [[1, 2, 3]]},
+        {"instances": [{"a": [i, i + 1], "b": "x\u00e9\u0000" * (i % 3), "c": None, "d": True} for i in range(6000)]},
+        {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [90000], "data": ["t"] * 89999 + [7]}],
+         "parameters": {"nested": {"deep": [[[]]] * 300}}},
+        [1] * 140000,
+    ],
+)
+def test_large_bodies_off_the_fast_path_read_as_orjson_reads_them(value):
+    body = orjson.dumps(value)
+    assert len(body) >= fastparse.STEPWISE_BYTES
+    assert fastparse._loads_stepwise(body) == orjson.loads(body)
+    got = fastparse.loads(body)
+    assert _plainly(got) == orjson.loads(body)
