@@ -10,7 +10,7 @@ import pytest
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = str(item.fspath)
-        for tier in ("unit", "server", "cluster", "e2e", "operator"):
+        for tier in ("unit", "server", "reliability", "cluster", "e2e", "operator"):
             if f"{os.sep}tests{os.sep}{tier}{os.sep}" in path:
                 item.add_marker(getattr(pytest.mark, tier))
 

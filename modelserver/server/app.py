@@ -42,6 +42,8 @@ log = logging.getLogger("modelserver")
 M = r"(?P<model>[^/:]+)"
 VER = r"(?:/versions/(?P<version>[^/:]+))?"
 VER_OR_LABEL = r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+#: at shutdown, a connection that has waited this long for a request is closed
+IDLE_GRACE_SECONDS = 1.0
 #: tornado refuses bodies over this itself; the configured limit is enforced (413) per request
 HARD_BODY_LIMIT = 1 << 40
 
@@ -239,9 +241,15 @@ async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) 
 
     loading = asyncio.ensure_future(load())
     await stop.wait()
+    # Draining (begun by SIGUSR1 from a preStop hook, or here): readiness answers 503 and every answer
+    # closes its connection, so clients (and load balancers) move elsewhere. The server keeps
+    # listening until nothing is in flight and every connection has ended: after its answer, or, for
+    # one idle for IDLE_GRACE_SECONDS, closed here (its client is not sending; closing a connection a
+    # client is about to reuse, or the listener while clients still connect, would lose requests).
     start_draining(ctx)
     deadline = time.monotonic() + s.drain_seconds
-    while ctx.in_flight > 0 and time.monotonic() < deadline:
+    while (ctx.in_flight > 0 or server.connections) and time.monotonic() < deadline:
+        server.close_idle(IDLE_GRACE_SECONDS)
         await asyncio.sleep(0.05)
     server.stop()
     await server.close_all_connections()

@@ -59,8 +59,11 @@ class Connection(HTTP1Connection):
     """One request on a connection, with framing errors answered in JSON instead of a bare 400."""
 
     _refused = False
+    owner: ServerConnection | None = None
 
     def _parse_headers(self, data: bytes) -> tuple[str, httputil.HTTPHeaders]:
+        if self.owner is not None:
+            self.owner.waiting_since = None  # a request arrived: the connection is not idle
         try:
             start_line, headers = super()._parse_headers(data)
             httputil.parse_request_start_line(start_line)  # tornado parses it again, unguarded
@@ -124,10 +127,15 @@ def _done() -> Future[None]:
 class ServerConnection(HTTP1ServerConnection):
     """tornado's request loop over one connection, reading each request with ``Connection``."""
 
+    #: since when the connection has waited for its next request (None: one is being handled)
+    waiting_since: float | None = None
+
     async def _server_request_loop(self, delegate: httputil.HTTPServerConnectionDelegate) -> None:
         try:
             while True:
                 conn = Connection(self.stream, False, self.params, self.context)
+                conn.owner = self
+                self.waiting_since = time.monotonic()
                 request_delegate = delegate.start_request(self, conn)
                 try:
                     keep_going = await conn.read_response(request_delegate)
@@ -209,6 +217,19 @@ class HTTPServer(tornado.httpserver.HTTPServer):
         conn = ServerConnection(stream, self.conn_params, context)
         self._connections.add(conn)
         conn.start_serving(self)
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    def close_idle(self, grace: float) -> None:
+        """Close the connections that have waited at least ``grace`` seconds for a request (at shutdown:
+        a client still sending reuses its connection at once, and gets ``Connection: close`` on its answer)."""
+        now = time.monotonic()
+        for conn in list(self._connections):
+            since = getattr(conn, "waiting_since", None)
+            if since is not None and now - since >= grace:
+                conn.stream.close()
 
     def add_sockets(self, sockets: Any) -> None:
         for sock in sockets:

@@ -30,7 +30,7 @@ from modelserver.dataplane import TensorCall
 from modelserver.errors import ClientGone, MethodNotAllowed, ModelServerError
 from modelserver.server.context import ServerContext
 from modelserver.server.errors import INTERNAL, log_failure, log_unhandled, render_error
-from modelserver.server.pipeline import RequestCycle
+from modelserver.server.pipeline import RequestCycle, close_after_answer
 
 _date: tuple[int, str] = (0, "")
 
@@ -80,6 +80,10 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.cycle.start(connection)
         self._answered = False
         self._task: asyncio.Task[None] | None = None
+        #: the whole request (body included) has been read
+        self._read_done = False
+        #: a refusal decided from the headers of a request without a body, sent once it is read
+        self._refusal: ModelServerError | None = None
 
     # -- tornado's HTTPMessageDelegate ----------------------------------------------------------
     def headers_received(
@@ -90,7 +94,10 @@ class Exchange(httputil.HTTPMessageDelegate):
             if self.method != "POST":
                 raise MethodNotAllowed(f"{self.method} is not served on {self.path}")
         except ModelServerError as e:
-            self.fail(e)
+            if "Content-Length" in headers or "Transfer-Encoding" in headers:
+                self.fail(e)  # at once, without reading the body (the connection closes after)
+            else:
+                self._refusal = e  # nothing more to read: answered as usual, the connection kept
         return None
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -102,7 +109,10 @@ class Exchange(httputil.HTTPMessageDelegate):
         return None
 
     def finish(self) -> None:
-        if not self._answered:
+        self._read_done = True
+        if self._refusal is not None:
+            self.fail(self._refusal)
+        elif not self._answered:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     def on_connection_close(self) -> None:
@@ -150,6 +160,8 @@ class Exchange(httputil.HTTPMessageDelegate):
         h["Date"] = http_date()
         if headers:
             h.update(headers)
+        if not self._read_done:  # answered before its body was read: tornado closes the connection after,
+            close_after_answer(self.connection)  # and the answer says so ("Connection: close")
         line = httputil.ResponseStartLine("", status, httputil.responses.get(status, "Unknown"))
         # a HEAD answer has the headers of the answer and no body (tornado refuses a body for it)
         self.connection.write_headers(line, cast(httputil.HTTPHeaders, h), None if self.method == "HEAD" else body)

@@ -419,7 +419,8 @@ def test_embedding_errors(minilm: Server) -> None:
         ({"input": "word " * 400}, "input", "context_length_exceeded"),
         ({"input": []}, "input", None),
         ({"input": "x", "model": "other"}, "model", "model_not_found"),
-        ({"messages": MESSAGES}, "input", None),
+        ({"messages": MESSAGES}, "messages", None),  # not a field of embeddings
+        ({"model": "minilm"}, "input", None),
     ]:
         status, err = error_of(minilm, "/v1/embeddings", body)
         assert status in (400, 404) and err["param"] == param, (body, err)
