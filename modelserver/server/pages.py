@@ -52,7 +52,7 @@ class OpenAPIHandler(BaseHandler):
     protocol, endpoint, needs_auth = "other", "openapi", False
 
     async def get(self) -> None:
-        self.write_json(openapi.build(self.application.settings["endpoints"]))
+        self.write_json(openapi.build(self.application.settings["endpoints"], mapped=self.ctx.plane.mapping is not None))
 
 
 class DocsHandler(BaseHandler):
@@ -62,7 +62,7 @@ class DocsHandler(BaseHandler):
     protocol, endpoint, needs_auth = "other", "docs", False
 
     async def get(self) -> None:
-        spec = openapi.build(self.application.settings["endpoints"])
+        spec = openapi.build(self.application.settings["endpoints"], mapped=self.ctx.plane.mapping is not None)
         auth = bool(self.ctx.api_keys)
         servable = None
         if not auth:
