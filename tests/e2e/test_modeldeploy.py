@@ -392,6 +392,113 @@ def test_s3_models_become_ready_and_answer_and_a_wrong_key_says_so(installed, ns
         kubectl(cluster, "-n", ns, "delete", "mdep/missing", "--wait=false", check=False)
 
 
+CHAOS_CLIENT = r'''
+import http.client, json, sys, time, urllib.parse, os
+u = urllib.parse.urlparse(sys.argv[1])
+body = json.dumps({"instances": [[1.0, 2.0]]}).encode()
+conn, n, failures = None, 0, []
+print("started", flush=True)
+while not os.path.exists("/tmp/stop") and n < 200000:
+    try:
+        if conn is None:
+            conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=10)
+        conn.request("POST", u.path, body, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        data = r.read()
+        if (r.getheader("Connection") or "").lower() == "close":
+            conn.close()
+            conn = None
+        if r.status != 200:
+            failures.append([time.time(), f"{r.status} {data[:120]!r}"])
+    except Exception as e:  # a keep-alive client does not retry a POST: every error counts
+        failures.append([time.time(), repr(e)[:160]])
+        conn = None
+    n += 1
+    time.sleep(0.005)
+print(json.dumps({"requests": n, "failures": failures}), flush=True)
+'''
+
+
+def _pods(cluster, ns: str, name: str) -> list[str]:
+    out = kubectl(cluster, "-n", ns, "get", "pods", "-l", f"app.kubernetes.io/instance={name}",
+                  "--field-selector=status.phase=Running", "-o", "name").stdout.split()
+    return [p.removeprefix("pod/") for p in out]
+
+
+def _children(cluster, ns: str, kind: str) -> list[str]:
+    return kubectl(cluster, "-n", ns, "get", kind, "-l", "app.kubernetes.io/managed-by=modeldeploy",
+                   "-o", "name").stdout.split()
+
+
+def test_two_replicas_keep_answering_through_deletion_eviction_and_an_operator_killed_mid_rollout(
+    installed, ns, model_files
+):
+    """Under a keep-alive request loop from a pod: (a) a pod deleted, (b) a pod evicted through the
+    Eviction API as a node drain does, within the PodDisruptionBudget, (c) the operator's pod killed
+    at once after a rollout starts. Failed requests are counted per phase; afterwards there is one
+    Deployment and one Service for the resource, nothing duplicated or orphaned."""
+    cluster = installed
+    manifest = {
+        "apiVersion": "modeldeploy.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "chaos"},
+        "spec": {"model": {"uri": "http://model-files/scaled-v1.tar.gz"}, "replicas": 2,
+                 "disruptionBudget": {"minAvailable": 1}},
+    }
+    kubectl(cluster, "-n", ns, "apply", "-f", "-", input=json.dumps(manifest))
+    wait_ready(cluster, ns, "chaos")
+    url = mdep_status(cluster, ns, "chaos")["url"]
+    run_pod(cluster, ns, "chaos-load", ["-c", CHAOS_CLIENT, url], wait=False)
+    deadline = time.monotonic() + 120
+    while "started" not in kubectl(cluster, "-n", ns, "logs", "pod/chaos-load", check=False).stdout:
+        assert time.monotonic() < deadline, diagnose(cluster, ns)
+        time.sleep(1)
+    phases: list[tuple[str, float, float]] = []
+
+    def settle(name: str, start: float) -> None:
+        wait_ready(cluster, ns, "chaos")
+        deadline = time.monotonic() + 180
+        while len(_pods(cluster, ns, "chaos")) < 2:
+            assert time.monotonic() < deadline, diagnose(cluster, ns)
+            time.sleep(1)
+        time.sleep(5)
+        phases.append((name, start, time.time()))
+
+    time.sleep(5)
+    start = time.time()
+    kubectl(cluster, "-n", ns, "delete", "pod", _pods(cluster, ns, "chaos")[0], "--wait=true", "--timeout=120s")
+    settle("pod deleted", start)
+
+    start = time.time()
+    victim = _pods(cluster, ns, "chaos")[0]
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": victim, "namespace": ns}}
+    kubectl(cluster, "create", "--raw", f"/api/v1/namespaces/{ns}/pods/{victim}/eviction", "-f", "-",
+            input=json.dumps(eviction))
+    settle("pod evicted", start)
+
+    start = time.time()
+    kubectl(cluster, "-n", ns, "patch", "mdep/chaos", "--type=merge", "-p",
+            json.dumps({"spec": {"model": {"uri": "http://model-files/scaled-v2.tar.gz"}}}))
+    kubectl(cluster, "-n", RELEASE_NS, "delete", "pod", "-l", "app.kubernetes.io/name=modeldeploy-operator",
+            "--grace-period=0", "--force", "--wait=false")
+    kubectl(cluster, "-n", RELEASE_NS, "rollout", "status", "deployment/modeldeploy", "--timeout=180s")
+    deadline = time.monotonic() + 300
+    while mdep_status(cluster, ns, "chaos").get("model", {}).get("versions") != ["2"]:
+        assert time.monotonic() < deadline, diagnose(cluster, ns)
+        time.sleep(2)
+    settle("operator killed mid-rollout", start)
+
+    kubectl(cluster, "-n", ns, "exec", "chaos-load", "--", "touch", "/tmp/stop")
+    result = json.loads(pod_result(cluster, ns, "chaos-load", timeout=120).strip().splitlines()[-1])
+    failed = {name: [f for f in result["failures"] if a <= f[0] <= b] for name, a, b in phases}
+    print(f"\nchaos: {result['requests']} requests; failed per phase: "
+          + ", ".join(f"{k}: {len(v)}" for k, v in failed.items()))
+    assert not failed["pod evicted"] and not failed["operator killed mid-rollout"], failed
+    assert len(failed["pod deleted"]) <= 2, failed  # at most what was in flight on the deleted pod
+    assert len(result["failures"]) == sum(len(v) for v in failed.values()), result["failures"][:5]
+    assert [c for c in _children(cluster, ns, "deploy") if "chaos" in c] == ["deployment.apps/chaos"]
+    assert [c for c in _children(cluster, ns, "svc") if "chaos" in c] == ["service/chaos"]
+    assert len([c for c in _children(cluster, ns, "pdb") if "chaos" in c]) == 1
+
+
 def test_delete_leaves_nothing(installed, ns):
     cluster = installed
     assert kubectl(cluster, "-n", ns, "get", "mdep", "-o", "name").stdout.split(), "nothing to delete"
