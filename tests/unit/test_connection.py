@@ -34,3 +34,53 @@ def test_declared_lengths():
     assert declared_length("12") == 12 and declared_length("9, 9") == 9 and declared_length("9,9 ,9") == 9
     assert declared_length("5, 6") is None and declared_length("abc") is None and declared_length("\u00b2") is None
     assert declared_length(None) is None and declared_length("") is None
+
+
+def test_out_of_descriptors_pauses_accepting_instead_of_spinning(caplog):
+    """accept() failing with EMFILE stops watching the listener for a moment (no busy loop), logs
+    once, and accepting resumes by itself."""
+    import asyncio
+    import errno
+    import socket as socketlib
+
+    from modelserver.server import connection
+
+    class Listener:
+        def __init__(self) -> None:
+            self.sock = socketlib.socket()
+            self.sock.bind(("127.0.0.1", 0))
+            self.sock.listen(8)
+            self.sock.setblocking(False)
+            self.failing = True
+            self.calls = 0
+
+        def fileno(self) -> int:
+            return self.sock.fileno()
+
+        def accept(self):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            if self.failing:
+                raise OSError(errno.EMFILE, "Too many open files")
+            return self.sock.accept()
+
+    async def scenario() -> tuple[int, int, list]:
+        server = connection.HTTPServer(lambda request: None, max_body_size=1000)  # type: ignore[arg-type]
+        listener = Listener()
+        taken: list = []
+        remove = server._accept_on(listener, lambda conn, addr: taken.append(conn))  # type: ignore[arg-type]
+        client = socketlib.create_connection(listener.sock.getsockname())
+        await asyncio.sleep(0.2)  # paused: one failed accept, not thousands
+        calls_while_paused = listener.calls
+        listener.failing = False
+        await asyncio.sleep(connection.ACCEPT_PAUSE_SECONDS + 0.3)  # resumed: the waiting client is taken
+        remove()
+        client.close()
+        for conn in taken:
+            conn.close()
+        listener.sock.close()
+        return calls_while_paused, listener.calls, taken
+
+    with caplog.at_level("WARNING", logger="modelserver"):
+        calls_while_paused, calls, taken = asyncio.run(scenario())
+    assert calls_while_paused == 1 and len(taken) == 1 and calls >= 2
+    assert sum("out of file descriptors" in r.message for r in caplog.records) == 1
