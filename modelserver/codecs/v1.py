@@ -136,7 +136,9 @@ def _column(values: list[Any] | np.ndarray, spec: TensorSpec, suffix: str) -> tu
     try:
         arr = to_array(values, dt, "instances")
     except InvalidInput as fast_error:
-        arr, error = None, fast_error
+        # kept for later without its traceback: the traceback holds this frame, and the frame the
+        # error, a cycle that would keep the body's values alive until a full collection
+        arr, error = None, fast_error.with_traceback(None)
     if arr is not None:
         if spec.shape != () and fits(arr.shape[1:], row_spec):
             return "row", arr
@@ -165,7 +167,8 @@ def _column(values: list[Any] | np.ndarray, spec: TensorSpec, suffix: str) -> tu
                 f"({mode}) but {where} has shape {fmt_shape(shape)} ({this}); "
                 "send all instances as rows or all as whole tensors"
             )
-        per_instance.append(to_array(v, dt, where))
+        if this == "whole":  # rows need no array each: the stacked one is used, or the error raised
+            per_instance.append(to_array(v, dt, where))
     if mode == "whole":
         return "whole", per_instance
     if arr is None:
