@@ -167,8 +167,10 @@ def _column(values: list[Any] | np.ndarray, spec: TensorSpec, suffix: str) -> tu
                 f"({mode}) but {where} has shape {fmt_shape(shape)} ({this}); "
                 "send all instances as rows or all as whole tensors"
             )
-        if this == "whole":  # rows need no array each: the stacked one is used, or the error raised
+        if this == "whole":
             per_instance.append(to_array(v, dt, where))
+        else:  # checked for the error that names the element; the stacked array is what is used
+            to_array(v, dt, where)
     if mode == "whole":
         return "whole", per_instance
     if arr is None:
