@@ -33,25 +33,39 @@ SERVER_IMAGE = f"modeldeploy/modelserver:{VERSION}"
 RELEASE_NS = "modeldeploy-system"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
-LOAD_CLIENT = r'''
-import http.client, json, sys, time, urllib.parse
+#: what both in-pod request loops share: one POST on a keep-alive connection, reconnecting when
+#: the server answers ``Connection: close`` (draining); an exception leaves the connection dropped
+CLIENT_ASK = r'''
+import http.client, json, os, sys, time, urllib.parse
 u = urllib.parse.urlparse(sys.argv[1])
 body = json.dumps({"instances": [[1.0, 2.0]]}).encode()
-conn, counts, failures, n = None, {}, [], 0
-last_old, first_new, deadline = time.time(), None, time.time() + 240
-print("started", flush=True)
-while time.time() < deadline:
+conn = None
+def ask():
+    global conn
     try:
         if conn is None:
             conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=10)
         conn.request("POST", u.path, body, {"Content-Type": "application/json"})
         r = conn.getresponse()
         data = r.read()
-        if (r.getheader("Connection") or "").lower() == "close":
-            conn.close()
-            conn = None
-        if r.status != 200:
-            failures.append(f"{r.status} {data[:200]!r}")
+    except Exception:
+        conn = None
+        raise
+    if (r.getheader("Connection") or "").lower() == "close":
+        conn.close()
+        conn = None
+    return r.status, data
+'''
+
+LOAD_CLIENT = CLIENT_ASK + r'''
+counts, failures, n = {}, [], 0
+last_old, first_new, deadline = time.time(), None, time.time() + 240
+print("started", flush=True)
+while time.time() < deadline:
+    try:
+        status, data = ask()
+        if status != 200:
+            failures.append(f"{status} {data[:200]!r}")
             continue
         y = json.loads(data)["predictions"][0][0]
         counts[str(y)] = counts.get(str(y), 0) + 1
@@ -61,7 +75,6 @@ while time.time() < deadline:
             first_new = time.time()
     except Exception as e:  # a keep-alive client does not retry a POST: every error counts
         failures.append(repr(e))
-        conn = None
     n += 1
     if first_new is not None and time.time() - last_old > 10:
         break
@@ -392,27 +405,16 @@ def test_s3_models_become_ready_and_answer_and_a_wrong_key_says_so(installed, ns
         kubectl(cluster, "-n", ns, "delete", "mdep/missing", "--wait=false", check=False)
 
 
-CHAOS_CLIENT = r'''
-import http.client, json, sys, time, urllib.parse, os
-u = urllib.parse.urlparse(sys.argv[1])
-body = json.dumps({"instances": [[1.0, 2.0]]}).encode()
-conn, n, failures = None, 0, []
+CHAOS_CLIENT = CLIENT_ASK + r'''
+n, failures = 0, []
 print("started", flush=True)
 while not os.path.exists("/tmp/stop") and n < 200000:
     try:
-        if conn is None:
-            conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=10)
-        conn.request("POST", u.path, body, {"Content-Type": "application/json"})
-        r = conn.getresponse()
-        data = r.read()
-        if (r.getheader("Connection") or "").lower() == "close":
-            conn.close()
-            conn = None
-        if r.status != 200:
-            failures.append([time.time(), f"{r.status} {data[:120]!r}"])
+        status, data = ask()
+        if status != 200:
+            failures.append([time.time(), f"{status} {data[:120]!r}"])
     except Exception as e:  # a keep-alive client does not retry a POST: every error counts
         failures.append([time.time(), repr(e)[:160]])
-        conn = None
     n += 1
     time.sleep(0.005)
 print(json.dumps({"requests": n, "failures": failures}), flush=True)
