@@ -142,6 +142,10 @@ def _stream(body: dict[str, Any]) -> tuple[bool, bool]:
         raise InvalidInput("stream_options: only allowed when stream is true", param="stream_options")
     if not isinstance(options, dict):
         raise InvalidInput(f"stream_options: expected an object, got {_kind(options)}", param="stream_options")
+    unknown = sorted(k for k in options if k != "include_usage")
+    if unknown:
+        raise InvalidInput(f"stream_options.{unknown[0]}: not a field this server reads (it reads include_usage)",
+                           param="stream_options")
     return stream, _bool(options, "include_usage")
 
 

@@ -43,6 +43,8 @@ def test_completion_defaults_and_fields() -> None:
         ({"prompt": "x", "max_tokens": "ten"}, "max_tokens", "a string"),
         ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
         ({"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options", "stream is true"),
+        ({"prompt": "x", "stream": True, "stream_options": {"continuous_usage_stats": True}}, "stream_options",
+         "continuous_usage_stats: not a field"),
         ({"prompt": "x", "logprobs": 50}, "logprobs", "between 0 and 20"),
         ({"prompt": "x", "seed": 1.5}, "seed", "an integer"),
         ({"prompt": "x", "presence_penalty": 1}, "presence_penalty", "not supported"),
