@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import gc
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from modelserver.codecs import bodies, fastparse, jsonio, v1, v2
+from modelserver.codecs import bodies, fastparse, jsonio, pacing, v1, v2
 from modelserver.codecs.mapping import Mapping
 from modelserver.codecs.tensors import batch_rows
 from modelserver.dispatch import Dispatcher
@@ -28,12 +29,23 @@ from modelserver.runtime.repository import ModelRepository
 from modelserver.settings import Settings
 
 log = logging.getLogger("modelserver")
+T = TypeVar("T")
 
 #: ``seed``: the single-model paths (``/predict``), whose body says whether it is V1 or V2
 CallProtocol = Literal["v1", "v2", "seed"]
 JSON = "application/json"
-#: bodies at least this long are read off the IO loop (the general path reads about 3-4 MB/s)
+#: bodies at least this long are read off the IO loop (the general path reads about 3-4 MB/s), and
+#: answers whose outputs take at least this much are written off it
 OFFLOAD_BYTES = 256 * 1024
+#: the threads that read and write them (so at most this many at once): reading one may take about
+#: twenty times its size while it lasts (a body refused on the general path becomes Python values),
+#: such a thread keeps a parser as large as the largest body it read (about seven times it), and
+#: the reads hold the GIL nearly all the time, so another thread would add memory, not speed
+LARGE_READS = 1
+#: after this long with no large body, the large-body thread lets its parser (and the memory it
+#: kept, about seven times the largest body) go; the next large body pays to make it again (about
+#: 100 ms at ten megabytes, with the GIL held: the IO loop waits as long)
+PARSER_IDLE_SECONDS = 30.0
 
 
 @dataclass(slots=True)
@@ -74,6 +86,8 @@ class DataPlane:
         self.dispatcher = dispatcher
         #: the custom mapping of the single-model paths (``/predict``, ``/explain``), if any
         self.mapping = mapping
+        self._large_reads = ThreadPoolExecutor(LARGE_READS, thread_name_prefix="large-body")
+        self._large_bodies = 0  # how many were read: the parser goes only if none came since
 
     # -- the shared steps -----------------------------------------------------------------------
     def servable(self, model: str | None, version: str | None = None, label: str | None = None) -> Servable:
@@ -114,30 +128,39 @@ class DataPlane:
         servable = self.servable(call.model, call.version, call.label)
         call.served_model = call.model or self.repository.default_name  # only served names become labels
         if len(call.body) >= OFFLOAD_BYTES:
-            try:
-                read = await asyncio.get_running_loop().run_in_executor(None, self.read, call, servable)
-            except InvalidInput:
-                # the slow path that found the error built Python objects for the whole body: hand
-                # the memory they held back to the system, not only to the allocator
-                await asyncio.get_running_loop().run_in_executor(None, release_memory)
-                raise
+            loop = asyncio.get_running_loop()
+            self._large_bodies += 1
+            loop.call_later(PARSER_IDLE_SECONDS, self._after_large_bodies, self._large_bodies)
+            read = await self.off_loop(lambda: self.read(call, servable, large=True))
         else:
             read = self.read(call, servable)
         call.answered = read.protocol
         sig, request = read.sig, read.request
-        out_tail = b""
+        results: list[Tensors]
         if isinstance(request, v1.V1Request):
             if call.explain:
                 target = read.body.get("target") if isinstance(read.body, dict) else None
-                answer = v1.encode(request, await self.explain(servable, sig, request.batches, target), "explanations")
+                results = await self.explain(servable, sig, request.batches, target)
             else:
-                answer = v1.encode(request, await self.predict(servable, sig, request.batches))
+                results = await self.predict(servable, sig, request.batches)
+        elif call.explain:
+            results = await self.explain(servable, sig, [request.inputs], request.parameters.get("target"))
         else:
-            if call.explain:
-                (outputs,) = await self.explain(servable, sig, [request.inputs], request.parameters.get("target"))
-            else:
-                (outputs,) = await self.predict(servable, sig, [request.inputs])
-            answer, out_tail = v2.encode(request, outputs, servable.name, servable.version, explain=call.explain)
+            results = await self.predict(servable, sig, [request.inputs])
+        if sum(a.nbytes for r in results for a in r.values()) >= OFFLOAD_BYTES:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._large_reads, self.answer, call, servable, read, results)
+        return self.answer(call, servable, read, results)
+
+    def answer(self, call: TensorCall, servable: Servable, read: Read, results: list[Tensors]) -> Answer:
+        """The body of a tensor request's answer in its protocol (mapped on a mapped path), with no
+        IO: a large one is written on a large-body thread, in pieces (``jsonio.dumps``)."""
+        request = read.request
+        out_tail = b""
+        if isinstance(request, v1.V1Request):
+            answer = v1.encode(request, results, "explanations" if call.explain else "predictions")
+        else:
+            answer, out_tail = v2.encode(request, results[0], servable.name, servable.version, explain=call.explain)
         if read.mapped_from is not None and self.mapping is not None and not call.explain:
             if out_tail:
                 raise InvalidInput("binary outputs are not available on a mapped path: ask for JSON outputs")
@@ -148,42 +171,74 @@ class DataPlane:
             return Answer(head_out)
         return Answer(head_out + out_tail, "application/octet-stream", {v2.HEADER_LENGTH: str(len(head_out))})
 
-    def read(self, call: TensorCall, servable: Servable) -> Read:
+    async def off_loop(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (reading a large body, say) on the large-body thread, the collector held off
+        (see ``pacing``); after a refusal the memory it took goes back to the system."""
+        loop = asyncio.get_running_loop()
+
+        def paced() -> T:
+            with pacing.collector_paused():
+                return work()
+
+        try:
+            return await loop.run_in_executor(self._large_reads, paced)
+        except InvalidInput:
+            await loop.run_in_executor(self._large_reads, release_memory)
+            raise
+
+    def _after_large_bodies(self, count: int) -> None:
+        if count == self._large_bodies:  # none since: the parser's memory goes back
+            self._large_reads.submit(_forget_parser)
+
+    def read(self, call: TensorCall, servable: Servable, large: bool = False) -> Read:
         """A tensor request's body parsed, mapped (seed paths with a mapping), checked and decoded
-        against the signature: everything before the model, with no IO (any thread may run it)."""
+        against the signature: everything before the model, with no IO (any thread may run it).
+        A ``large`` body refused has its Python values freed a piece at a time (``pacing``)."""
         head, tail = (
             v2.split_binary(call.body, call.header_length) if call.protocol == "v2" else (call.body, b"")
         )
         body = fastparse.loads(head)
         mapped_from = None
-        if call.protocol == "seed" and self.mapping is not None:
-            mapped_from, body = body, self.mapping.request(body)
-        protocol = bodies.protocol_of(body) if call.protocol == "seed" else call.protocol
-        sig = self.signature(servable, call.signature or bodies.signature_name(body))
-        if bodies.may_have_booleans(head):
-            bodies.refuse_booleans(body, sig, protocol)
-        limit = self.settings.max_instances
-        request: v1.V1Request | v2.V2Request
-        if protocol == "v1":
-            request = v1.decode(body, sig, max_instances=limit, explain=call.explain)
-        elif v2.is_single_tensor(body):
-            request = v2.decode_single(body, sig, max_instances=limit)
-        else:
-            request = v2.decode(body, tail, sig, max_instances=limit)
+        try:
+            if call.protocol == "seed" and self.mapping is not None:
+                mapped_from, body = body, self.mapping.request(body)
+            protocol = bodies.protocol_of(body) if call.protocol == "seed" else call.protocol
+            sig = self.signature(servable, call.signature or bodies.signature_name(body))
+            if bodies.may_have_booleans(head):
+                bodies.refuse_booleans(body, sig, protocol)
+            limit = self.settings.max_instances
+            request: v1.V1Request | v2.V2Request
+            if protocol == "v1":
+                request = v1.decode(body, sig, max_instances=limit, explain=call.explain)
+            elif v2.is_single_tensor(body):
+                request = v2.decode_single(body, sig, max_instances=limit)
+            else:
+                request = v2.decode(body, tail, sig, max_instances=limit)
+        except InvalidInput:
+            if large:
+                pacing.dismantle(mapped_from)
+                pacing.dismantle(body)
+            raise
         return Read(protocol, sig, body, request, mapped_from)
 
 
 def release_memory() -> None:
-    """Free what a refused large body left behind and give the pages back to the system.
+    """Give the pages a refused large body's Python values took back to the system.
 
-    Some of the body's Python values can stay in reference cycles (an error's traceback holds the
-    frames that hold them) until the collector's next full pass, which may be long in coming: one
-    is run now, on this thread; then glibc's ``malloc_trim`` returns the free heap pages."""
+    Those values are freed as soon as the error is raised (no reference cycle holds them:
+    ``tests/unit/test_codec_v1.py`` checks it), but into the allocator's heap, which keeps them;
+    glibc's ``malloc_trim`` returns its free pages. It takes a few milliseconds; a full collection
+    of the garbage collector (tens of milliseconds with TensorFlow's objects alive, all of it holding
+    the GIL) is not needed."""
     started = time.perf_counter()
-    gc.collect()
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
     log.debug("memory released", extra={"seconds": round(time.perf_counter() - started, 4)})
+
+
+def _forget_parser() -> None:
+    fastparse.forget_parser()
+    release_memory()
 
 
 def _libc() -> Any:

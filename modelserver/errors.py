@@ -8,7 +8,20 @@ answer from these; anything else that escapes a handler is a real bug (500).
 
 from __future__ import annotations
 
+import reprlib
 from typing import ClassVar
+
+_quoted = reprlib.Repr()
+_quoted.maxstring = _quoted.maxother = 80
+_quoted.maxlist = _quoted.maxtuple = _quoted.maxset = 8
+_quoted.maxdict = 6
+_quoted.maxlevel = 3
+
+
+def shown(value: object) -> str:
+    """A client's value as an error message quotes it: its repr, cut to about a line whatever its size
+    (a body's value may be megabytes, and a message that echoes it whole costs as much to make)."""
+    return _quoted.repr(value)
 
 
 class ModelServerError(Exception):

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from modelserver.codecs.tensors import MAX_RANK
 from modelserver.codecs.v2 import is_single_tensor, is_v2
-from modelserver.errors import InvalidInput
+from modelserver.errors import InvalidInput, shown
 from modelserver.interface import Signature
 
 BodyProtocol = Literal["v1", "v2"]
@@ -30,7 +30,7 @@ def signature_name(body: Any) -> str | None:
     params = body.get("parameters")
     name = body.get("signature_name", params.get("signature_name") if isinstance(params, dict) else None)
     if name is not None and (not isinstance(name, str) or not name):
-        raise InvalidInput(f"signature_name: expected a non-empty string, got {name!r}")
+        raise InvalidInput(f"signature_name: expected a non-empty string, got {shown(name)}")
     return name
 
 

@@ -13,9 +13,11 @@ buffer of doubles (or 64-bit integers) in C, several times faster. ``loads`` ret
   order, whatever the nesting (as Triton reads it), typed by the tensor's ``datatype``.
 
 Anything else (a small body, a value that is not a number, ``NaN``, integers past 64 bits,
-invalid JSON, an object with a key twice or a key with a NUL in it) takes ``jsonio.loads`` and the
-codecs' general path, which also words the errors. So every body size has orjson's reading of
-duplicate keys (the last one counts).
+invalid JSON, an object with a key twice or a key with a NUL in it) is made into plain Python
+values for the codecs' general path, which also words the errors: by ``jsonio.loads`` for a body
+under ``STEPWISE_BYTES``, else a piece at a time (from simdjson's document when it read the body,
+else by ``jsonio.loads_large``), so that no single step holds the GIL for long. Every body size has
+the same reading of duplicate keys (the last one counts).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 import orjson
 import simdjson
 
-from modelserver.codecs import jsonio
+from modelserver.codecs import jsonio, pacing
 
 #: bodies at least this long take simdjson (below it, orjson and the codecs are as fast)
 FAST_PARSE_BYTES = 8192
@@ -53,15 +55,25 @@ class _NotFast(Exception):
 def loads(body: bytes) -> Any:
     """Parse an inference body; large numeric tensors come back as arrays (see the module doc)."""
     if len(body) >= FAST_PARSE_BYTES:
+        # a parser keeps the capacity of the largest document it has read (about seven times its
+        # text) and reuses it: a fresh one would spend longer making that memory than parsing
+        parser = _parser()
         try:
-            return _loads_fast(body)
-        except (_NotFast, ValueError, TypeError, RuntimeError, KeyError):
-            pass  # not JSON, not numbers, NaN, out of range, ragged...: the general path says what
-        if len(body) >= STEPWISE_BYTES:
+            doc = parser.parse(body)
+        except (ValueError, RuntimeError):
+            doc = None  # not JSON: jsonio says what is wrong with it
+        if doc is not None:
             try:
-                return _loads_stepwise(body)
+                return _loads_fast(doc, body)
             except (_NotFast, ValueError, TypeError, RuntimeError, KeyError):
-                pass
+                pass  # not numbers, out of range, ragged...: the general path says what
+            if len(body) >= STEPWISE_BYTES:
+                try:
+                    return _stepwise(doc)
+                except (_NotFast, ValueError, TypeError, RuntimeError, KeyError):
+                    pass  # a key twice, or with a NUL in it
+        if len(body) >= STEPWISE_BYTES:  # NaN, invalid JSON, a key twice: still a piece at a time
+            return jsonio.loads_large(body)
     return jsonio.loads(body)
 
 
@@ -73,20 +85,28 @@ STEPWISE_BYTES = 256 * 1024
 _STEP = 256
 
 
-def _loads_stepwise(body: bytes) -> Any:
-    """The body as plain Python values, as orjson would read it, converted in small steps (a Python
-    loop between them, where the interpreter lets other threads run)."""
+def forget_parser() -> None:
+    """Let this thread's parser go (and the memory it kept for the largest body it read)."""
+    _local.parser = None
+
+
+def _parser() -> simdjson.Parser:
     parser = getattr(_local, "parser", None)
     if parser is None:
         parser = _local.parser = simdjson.Parser()
-    return _stepwise(parser.parse(body))
+    return parser
 
 
 def _stepwise(value: Any) -> Any:
     if isinstance(value, simdjson.Array):
         if len(value) <= _STEP:
             return value.as_list()
-        return [_stepwise(item) for item in value]
+        out = []
+        for i, item in enumerate(value):
+            if i % _STEP == 0:
+                pacing.let_others_run()
+            out.append(_stepwise(item))
+        return out
     if isinstance(value, simdjson.Object):
         return {key: _stepwise(item) for key, item in _fields(value).items()}
     return value
@@ -109,13 +129,9 @@ def _fields(obj: simdjson.Object) -> dict[str, Any]:
     return {key: obj[key] for key in keys}
 
 
-def _loads_fast(body: bytes) -> dict[str, Any]:
+def _loads_fast(doc: Any, body: bytes) -> dict[str, Any]:
     """simdjson's reading of the body. Returns only plain values and arrays, so no proxy into the
     parser outlives the call (the parser is reused)."""
-    parser = getattr(_local, "parser", None)
-    if parser is None:
-        parser = _local.parser = simdjson.Parser()
-    doc = parser.parse(body)
     if not isinstance(doc, simdjson.Object):
         raise _NotFast
     fields = _fields(doc)
@@ -192,7 +208,7 @@ def _outline(shape: tuple[int, ...]) -> bytes:
     """What a rectangular list of numbers of ``shape`` leaves when its numbers are removed."""
     text = b"[" + b"," * (shape[-1] - 1) + b"]" if shape[-1] else b"[]"
     for n in reversed(shape[:-1]):
-        text = b"[" + b",".join([text] * n) + b"]" if n else b"[]"
+        text = b"[" + text + (b"," + text) * (n - 1) + b"]" if n else b"[]"
     return text
 
 

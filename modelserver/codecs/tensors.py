@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from modelserver.dtypes import DType
-from modelserver.errors import InvalidInput
+from modelserver.errors import InvalidInput, shown
 from modelserver.interface import Signature, Tensors
 
 
@@ -46,7 +46,7 @@ def _type_name(v: Any) -> str:
 
 
 def _short(v: Any) -> str:
-    text = repr(v)
+    text = shown(v)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -213,14 +213,25 @@ def _numeric_nested(value: list[Any], as_float: bool = False) -> np.ndarray | No
             level = list(chain.from_iterable(level))
         if not level:
             return None
-        arr = np.frombuffer(array.array("d", level), dtype=np.float64) if as_float else np.array(level)
+        arr = np.frombuffer(array.array("d", level), dtype=np.float64) if as_float else _integers_or_doubles(level)
     except (TypeError, OverflowError, ValueError):  # a number where a list was (ragged), or not a number
         return None
-    return arr.reshape(shape) if arr.dtype.kind in "iuf" else None
+    return arr.reshape(shape)
 
 
-def to_array(value: Any, dt: DType, where: str) -> np.ndarray:
-    """A nested list (or a scalar) as an array of ``dt``; InvalidInput names the first bad element."""
+def _integers_or_doubles(flat: list[Any]) -> np.ndarray:
+    """A flat list of numbers as int64 (all integers) or float64, as numpy would read it, through
+    ``array.array``: it refuses anything else with a TypeError instead of building an array of
+    strings or objects the size of the list."""
+    try:
+        return np.frombuffer(array.array("q", flat), dtype=np.int64)
+    except TypeError:  # a float among them (OverflowError, an integer past 64 bits, is the caller's)
+        return np.frombuffer(array.array("d", flat), dtype=np.float64)
+
+
+def try_array(value: Any, dt: DType, where: str) -> np.ndarray | None:
+    """``to_array``'s quick conversion, or None where only a walk over every element could say what
+    is wrong (a ragged list, a value that is not a number); what it finds without one it raises."""
     if isinstance(value, np.ndarray):  # numbers already read into an array by the body's parser
         return _cast(value, dt, where)
     if nesting_depth(value) > MAX_RANK:
@@ -228,15 +239,25 @@ def to_array(value: Any, dt: DType, where: str) -> np.ndarray:
     if dt.is_bytes:
         return _bytes_array(value, dt, where)
     if type(value) is list and not dt.is_bool:
+        # not numpy's own reading when this refuses: numpy would read a list with a string in it
+        # as an array of strings many times the list's size
         fast = _numeric_nested(value, as_float=dt.is_float)
-        if fast is not None:
-            return _cast(fast, dt, where)
+        return None if fast is None else _cast(fast, dt, where)
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError, OverflowError):
-        arr = None
-    if arr is None or arr.dtype.kind not in "biuf":
-        walk_shape(value, dt, where)  # raises at the first bad element
+        return None
+    return _cast(arr, dt, where) if arr.dtype.kind in "biuf" else None
+
+
+def to_array(value: Any, dt: DType, where: str) -> np.ndarray:
+    """A nested list (or a scalar) as an array of ``dt``; InvalidInput names the first bad element."""
+    arr = try_array(value, dt, where)
+    if arr is not None:
+        return arr
+    walk_shape(value, dt, where)  # raises at the first bad element
+    arr = np.asarray(value)  # a rectangular list of numbers with an empty level, which the quick path leaves
+    if arr.dtype.kind not in "biuf":
         raise InvalidInput(f"{where}: expected {_expected_leaf(dt)} values ({dt.v2})")
     return _cast(arr, dt, where)
 

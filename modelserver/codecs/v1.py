@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from modelserver.codecs import pacing
 from modelserver.codecs.tensors import (
     batch_rows,
     check_batch,
@@ -21,9 +22,10 @@ from modelserver.codecs.tensors import (
     fmt_shape,
     jsonable,
     to_array,
+    try_array,
     walk_shape,
 )
-from modelserver.errors import InvalidInput
+from modelserver.errors import InvalidInput, shown
 from modelserver.interface import Signature, Tensors, TensorSpec
 
 ROW, COLUMNAR = "row", "columnar"
@@ -73,7 +75,7 @@ def decode(body: Any, sig: Signature, *, max_instances: int, explain: bool = Fal
     fields = FIELDS + ("target",) if explain else FIELDS
     unknown = sorted(k for k in body if k not in fields)
     if unknown:
-        raise InvalidInput(f"{unknown[0]!r}: not a field of a V1 {'explain' if explain else 'predict'} body "
+        raise InvalidInput(f"{shown(unknown[0])}: not a field of a V1 {'explain' if explain else 'predict'} body "
                            f"(it has {', '.join(repr(f) for f in fields)})")
     has_rows, has_cols = "instances" in body, "inputs" in body
     if has_rows == has_cols:
@@ -129,53 +131,78 @@ def _decode_rows(instances: Any, sig: Signature, max_instances: int) -> V1Reques
     return V1Request(ROW, batches, whole=True, named=named)  # type: ignore[arg-type]
 
 
+#: instances converted together while the slow path looks for the one that does not fit
+CHUNK = 2048
+
+
 def _column(values: list[Any] | np.ndarray, spec: TensorSpec, suffix: str) -> tuple[str, Any]:
     """One input's instances: ("row", stacked array) or ("whole", [array per instance])."""
     dt = spec.dtype
     row_spec = _row_shape(spec)
-    try:
-        arr = to_array(values, dt, "instances")
-    except InvalidInput as fast_error:
-        # kept for later without its traceback: the traceback holds this frame, and the frame the
-        # error, a cycle that would keep the body's values alive until a full collection
-        arr, error = None, fast_error.with_traceback(None)
-    if arr is not None:
-        if spec.shape != () and fits(arr.shape[1:], row_spec):
-            return "row", arr
-        if spec.shape is not None and fits(arr.shape[1:], spec.shape):
-            return "whole", list(arr)
-    # Slow path: look at each instance to name the first one that does not fit.
-    if isinstance(values, np.ndarray):
-        values = values.tolist()
-    mode: str | None = None
+
+    def mode_of(shape: tuple[int, ...]) -> str | None:
+        if spec.shape != () and fits(shape, row_spec):
+            return "row"
+        if spec.shape is not None and fits(shape, spec.shape):
+            return "whole"
+        return None
+
+    if isinstance(values, np.ndarray) or len(values) <= CHUNK:
+        try:
+            arr = try_array(values, dt, "instances")
+        except InvalidInput:  # the walk below names the element with its input's name
+            arr = None
+        if arr is not None:
+            mode = mode_of(arr.shape[1:])
+            if mode is not None:
+                return mode, arr if mode == "row" else list(arr)
+    # A long list of Python values (or one that did not fit): a chunk of instances at a time through
+    # the same conversion (no single step long enough to keep other threads, the IO loop's included,
+    # waiting), and only a chunk it refuses, or that does not fit, instance by instance, to name the
+    # first instance that does not fit.
+    mode: str | None = None  # type: ignore[no-redef]
+    blocks: list[np.ndarray] = []
     per_instance: list[np.ndarray] = []
-    for i, v in enumerate(values):
-        where = f"instances[{i}]{suffix}"
-        shape = walk_shape(v, dt, where)
-        if spec.shape is not None and spec.shape != () and fits(shape, row_spec):
-            this = "row"
-        elif spec.shape is not None and fits(shape, spec.shape):
-            this = "whole"
-        else:
-            raise InvalidInput(f"{where}: expected {_describe_expected(spec)}, got shape {fmt_shape(shape)}")
-        if mode is None:
+    for start in range(0, len(values), CHUNK):
+        pacing.let_others_run()
+        chunk = values[start:start + CHUNK]
+        try:
+            block = try_array(chunk, dt, "instances")
+        except InvalidInput:
+            block = None
+        this = mode_of(block.shape[1:]) if block is not None else None
+        if block is not None and this is not None and mode in (None, this):
             mode = this
-        elif this != mode:
-            first_shape = walk_shape(values[0], dt, f"instances[0]{suffix}")
-            raise InvalidInput(
-                f"{where}: mixed ranks: instances[0]{suffix} has shape {fmt_shape(first_shape)} "
-                f"({mode}) but {where} has shape {fmt_shape(shape)} ({this}); "
-                "send all instances as rows or all as whole tensors"
-            )
-        if this == "whole":
-            per_instance.append(to_array(v, dt, where))
-        else:  # checked for the error that names the element; the stacked array is what is used
-            to_array(v, dt, where)
+            (per_instance.extend if this == "whole" else blocks.append)(block)
+            continue
+        if isinstance(chunk, np.ndarray):
+            chunk = chunk.tolist()
+        for i, v in enumerate(chunk, start):
+            where = f"instances[{i}]{suffix}"
+            shape = walk_shape(v, dt, where)
+            this = mode_of(shape)
+            if this is None:
+                raise InvalidInput(f"{where}: expected {_describe_expected(spec)}, got shape {fmt_shape(shape)}")
+            if mode is None:
+                mode = this
+            elif this != mode:
+                first = values[0].tolist() if isinstance(values, np.ndarray) else values[0]
+                first_shape = walk_shape(first, dt, f"instances[0]{suffix}")
+                raise InvalidInput(
+                    f"{where}: mixed ranks: instances[0]{suffix} has shape {fmt_shape(first_shape)} "
+                    f"({mode}) but {where} has shape {fmt_shape(shape)} ({this}); "
+                    "send all instances as rows or all as whole tensors"
+                )
+            array = to_array(v, dt, where)
+            if this == "whole":
+                per_instance.append(array)
+            else:
+                blocks.append(array[np.newaxis])
     if mode == "whole":
         return "whole", per_instance
-    if arr is None:
-        raise error
-    return "row", arr
+    if len({b.shape[1:] for b in blocks}) == 1:
+        return "row", np.concatenate(blocks)
+    return "row", to_array(values, dt, "instances")  # rows that fit one by one but not as one array: say where
 
 
 def _decode_columns(inputs: Any, sig: Signature, max_instances: int) -> V1Request:

@@ -19,7 +19,7 @@ import numpy as np
 
 from modelserver import dtypes
 from modelserver.codecs.tensors import check_batch, fits, fmt_shape, jsonable, to_array
-from modelserver.errors import InvalidInput
+from modelserver.errors import InvalidInput, shown
 from modelserver.interface import Signature, Tensors
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -42,7 +42,7 @@ def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     try:
         n = int(header_length)
     except ValueError:
-        raise InvalidInput(f"{HEADER_LENGTH}: expected an integer, got {header_length!r}") from None
+        raise InvalidInput(f"{HEADER_LENGTH}: expected an integer, got {shown(header_length)}") from None
     if not 0 <= n <= len(body):
         raise InvalidInput(f"{HEADER_LENGTH}: expected at most the body length {len(body)}, got {n}")
     return body[:n], body[n:]
@@ -67,7 +67,7 @@ def _int_list(value: Any, where: str) -> list[int]:
     if not isinstance(value, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
     ):
-        raise InvalidInput(f"{where}: expected a list of non-negative integers, got {value!r}")
+        raise InvalidInput(f"{where}: expected a list of non-negative integers, got {shown(value)}")
     return value
 
 
@@ -127,7 +127,7 @@ OUTPUT_FIELDS = ("name", "parameters")
 def refuse_unknown(obj: dict[str, Any], fields: tuple[str, ...], where: str) -> None:
     unknown = sorted(k for k in obj if k not in fields)
     if unknown:
-        raise InvalidInput(f"{where}: {unknown[0]!r} is not a field here (expected {', '.join(map(repr, fields))})")
+        raise InvalidInput(f"{where}: {shown(unknown[0])} is not a field here (expected {', '.join(map(repr, fields))})")
 
 
 def decode_tensor(
@@ -142,13 +142,13 @@ def decode_tensor(
             raise InvalidInput(f"{where}: missing field {key!r} (a tensor needs name, shape, datatype, data)")
     name = t["name"]
     if not isinstance(name, str):
-        raise InvalidInput(f"{where}.name: expected a string, got {name!r}")
+        raise InvalidInput(f"{where}.name: expected a string, got {shown(name)}")
     spec = sig.input(name)
     where = f"{where} ({name!r})"
     datatype = t["datatype"]
     dt = dtypes.from_v2(datatype) if isinstance(datatype, str) else None
     if dt is None:
-        raise InvalidInput(f"{where}.datatype: expected one of {', '.join(dtypes.V2_NAMES)}, got {datatype!r}")
+        raise InvalidInput(f"{where}.datatype: expected one of {', '.join(dtypes.V2_NAMES)}, got {shown(datatype)}")
     if dt.v2 != spec.datatype:
         raise InvalidInput(f"{where}: expected datatype {spec.datatype}, got {dt.v2}")
     shape = tuple(_int_list(t["shape"], f"{where}.shape"))
@@ -157,7 +157,7 @@ def decode_tensor(
     count = math.prod(shape)  # Python integers: a huge shape cannot wrap around as int64 would
     params = t.get("parameters") or {}
     if not isinstance(params, dict):
-        raise InvalidInput(f"{where}.parameters: expected an object, got {params!r}")
+        raise InvalidInput(f"{where}.parameters: expected an object, got {shown(params)}")
     size = params.get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
@@ -199,10 +199,10 @@ def decode(body: Any, binary: bytes, sig: Signature, *, max_instances: int) -> V
     check_batch(tensors, sig, "inputs", max_instances)
     params = body.get("parameters") or {}
     if not isinstance(params, dict):
-        raise InvalidInput(f"parameters: expected an object, got {params!r}")
+        raise InvalidInput(f"parameters: expected an object, got {shown(params)}")
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise InvalidInput(f"id: expected a string, got {request_id!r}")
+        raise InvalidInput(f"id: expected a string, got {shown(request_id)}")
     return V2Request(
         inputs=tensors,
         id=request_id or str(uuid.uuid4()),

@@ -104,3 +104,59 @@ def test_encode_named_outputs_per_row_and_scalar():
     assert scalar == {"predictions": [4.5]}
     with pytest.raises(InvalidInput, match="columnar"):
         v1.encode(rows, [{"y": np.array([1.0]), "z": np.array([b"p", b"q"], dtype=object)}])
+
+
+# -- long lists: the slow path goes a chunk of instances at a time -------------------------------------
+N = 2 * v1.CHUNK + 7
+FREE = Signature("f", (TensorSpec("x", "FP32", (-1, -1)),), (TensorSpec("y", "FP32", (-1,)),))
+
+
+@pytest.mark.parametrize(
+    "instances,sig,error",
+    [
+        ([[1.0, 2.0]] * N + [[1.0]], ONE, f"instances[{N}]: expected shape [2]"),
+        ([[1.0, 2.0]] * (v1.CHUNK + 5) + [[1.0, "a"]] + [[1.0, 2.0]] * 9, ONE,
+         f"instances[{v1.CHUNK + 5}][1]: expected a number (FP32), got string 'a'"),
+        ([[1.0, 2.0]] * (v1.CHUNK + 5) + [[1.0, None]], ONE, f"instances[{v1.CHUNK + 5}][1]: expected a number"),
+        ([[1.0, 2.0]] * (v1.CHUNK * 2) + [[[1.0, 2.0]]], ONE, f"instances[{2 * v1.CHUNK}]: mixed ranks"),
+        ([[[1.0, 2.0]]] * (v1.CHUNK + 1) + [[1.0, 2.0]], ONE, f"instances[{v1.CHUNK + 1}]: mixed ranks"),
+        ([[1.0, 2.0]] * v1.CHUNK + [[1.0, 2.0, 3.0]] * v1.CHUNK, FREE, f"instances[{v1.CHUNK}]: expected shape [2]"),
+    ],
+)
+def test_a_long_list_names_its_first_bad_instance(instances, sig, error):
+    with pytest.raises(InvalidInput) as e:
+        decode({"instances": instances}, sig, max_instances=10**6)
+    assert str(e.value).startswith(error), str(e.value)
+
+
+def test_a_long_list_of_whole_tensors_of_several_shapes_is_served():
+    instances = [[[1.0, 2.0]]] * v1.CHUNK + [[[1.0, 2.0], [3.0, 4.0]]] * 3 + [[[5.0, 6.0]]] * v1.CHUNK
+    got = decode({"instances": instances}, max_instances=10**6)
+    assert got.whole and len(got.batches) == len(instances)
+    assert [b["x"].shape for b in got.batches[v1.CHUNK - 1:v1.CHUNK + 4]] == [(1, 2), (2, 2), (2, 2), (2, 2), (1, 2)]
+    assert got.batches[-1]["x"].tolist() == [[5.0, 6.0]]
+
+
+@pytest.mark.parametrize("last", [[1.0], [1.0, "a"], [[1.0, 2.0]]])
+def test_a_refused_body_leaves_no_reference_cycle_holding_its_values(last):
+    """Refusing a large body frees its values at once: the server does not need a full collection
+    (which holds the GIL for tens of milliseconds) to get that memory back."""
+    import gc
+
+    import orjson
+
+    from modelserver.codecs import fastparse
+
+    raw = orjson.dumps({"instances": [[0.5, 1.5]] * 20_000 + [last]})
+    gc.collect()
+    gc.disable()
+    try:
+        def refuse() -> None:
+            body = fastparse.loads(raw)
+            v1.decode(body, ONE, max_instances=10**6)
+
+        with pytest.raises(InvalidInput):
+            refuse()
+        assert gc.collect() < 100  # the values are 60,000 objects: they were freed by their counts
+    finally:
+        gc.enable()

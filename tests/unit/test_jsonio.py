@@ -31,3 +31,20 @@ def test_loads_takes_nan_and_words_errors():
     for body, words in ((b"", "empty"), (b'{"x": ', "invalid JSON")):
         with pytest.raises(InvalidInput, match=words):
             jsonio.loads(body)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.bool_])
+@pytest.mark.parametrize("shape", [(100_000, 3), (3, 70_000), (200_000,), (2, 50_000, 2), (1, 100_000)])
+def test_large_arrays_are_written_in_pieces_that_join_into_one_call_s_writing(shape, dtype):
+    import json
+
+    import orjson
+
+    arr = (np.random.default_rng(0).random(shape) * 10).astype(dtype)
+    answer = {"predictions": arr, "small": arr.ravel()[:3]}
+    assert jsonio.dumps(answer) == orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    if dtype in (np.float32, np.float64):
+        arr.ravel()[[5, -1]] = [np.nan, -np.inf]
+        expected = (b'{"predictions":' + json.dumps(arr.tolist(), separators=(",", ":")).encode()
+                    + b',"small":' + orjson.dumps(answer["small"], option=orjson.OPT_SERIALIZE_NUMPY) + b"}")
+        assert jsonio.dumps(answer) == expected
