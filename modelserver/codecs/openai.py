@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from modelserver.errors import InvalidInput
+from modelserver.errors import InvalidInput, shown
 from modelserver.interface import SamplingParams, TokenAttributions
 
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -64,7 +64,7 @@ def _int(body: dict[str, Any], name: str, default: int | None, lo: int, hi: int 
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{name}: expected an integer, got {_kind(value)} {value!r}", param=name)
+        raise InvalidInput(f"{name}: expected an integer, got {_kind(value)} {shown(value)}", param=name)
     if value < lo or (hi is not None and value > hi):
         bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
         raise InvalidInput(f"{name}: expected an integer {bound}, got {value}", param=name)
@@ -76,7 +76,7 @@ def _num(body: dict[str, Any], name: str, default: float, lo: float, hi: float, 
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidInput(f"{name}: expected a number, got {_kind(value)} {value!r}", param=name)
+        raise InvalidInput(f"{name}: expected a number, got {_kind(value)} {shown(value)}", param=name)
     if not math.isfinite(value):
         raise InvalidInput(f"{name}: expected a finite number, got {value}", param=name)
     if value > hi or value < lo or (lo_open and value <= lo):
@@ -90,7 +90,7 @@ def _bool(body: dict[str, Any], name: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise InvalidInput(f"{name}: expected true or false, got {_kind(value)} {value!r}", param=name)
+        raise InvalidInput(f"{name}: expected true or false, got {_kind(value)} {shown(value)}", param=name)
     return value
 
 
@@ -130,7 +130,7 @@ def _unsupported(body: dict[str, Any]) -> None:
     for name, neutral in UNSUPPORTED.items():
         value = body.get(name)
         if value is not None and value != neutral and value != [] and value != {}:
-            raise InvalidInput(f"{name} is not supported by this server (got {value!r})", param=name)
+            raise InvalidInput(f"{name} is not supported by this server (got {shown(value)})", param=name)
 
 
 def _stream(body: dict[str, Any]) -> tuple[bool, bool]:
@@ -176,7 +176,7 @@ def _generation(body: dict[str, Any], *, max_n: int, logprobs: int | None, promp
     stream, include_usage = _stream(body)
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise InvalidInput(f"seed: expected an integer, got {_kind(seed)} {seed!r}", param="seed")
+        raise InvalidInput(f"seed: expected an integer, got {_kind(seed)} {shown(seed)}", param="seed")
     explain = _bool(body, "explain")
     if explain and stream:
         raise InvalidInput("explain: not available with stream: true (the explanation needs the whole "
@@ -257,7 +257,7 @@ def _content(value: Any, where: str) -> str:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 kind = part.get("type") if isinstance(part, dict) else _kind(part)
                 raise InvalidInput(
-                    f"{where}.content[{j}]: expected a text part {{\"type\": \"text\", \"text\": ...}}, got {kind!r}"
+                    f"{where}.content[{j}]: expected a text part {{\"type\": \"text\", \"text\": ...}}, got {shown(kind)}"
                     " (this model reads text only)",
                     param=f"{where}.content",
                 )
@@ -281,11 +281,11 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
             raise InvalidInput(f"{where}: expected an object with role and content, got {_kind(m)}", param=where)
         role = m.get("role")
         if role not in CHAT_ROLES:
-            raise InvalidInput(f"{where}.role: expected one of {', '.join(CHAT_ROLES)}, got {role!r}",
+            raise InvalidInput(f"{where}.role: expected one of {', '.join(CHAT_ROLES)}, got {shown(role)}",
                                param=f"{where}.role")
         content = m.get("content")
         if content is None and role != "assistant":
-            raise InvalidInput(f"{where}.content: required for role {role!r}", param=f"{where}.content")
+            raise InvalidInput(f"{where}.content: required for role {shown(role)}", param=f"{where}.content")
         msg = dict(m)
         msg["content"] = "" if content is None else _content(content, where)
         if role == "developer":  # OpenAI's newer name for system instructions
@@ -347,7 +347,7 @@ def parse_embeddings(body: Any) -> EmbeddingRequest:
         )
     fmt = b.get("encoding_format") or "float"
     if fmt not in ENCODING_FORMATS:
-        raise InvalidInput(f"encoding_format: expected float or base64, got {fmt!r}", param="encoding_format")
+        raise InvalidInput(f"encoding_format: expected float or base64, got {shown(fmt)}", param="encoding_format")
     dims = _int(b, "dimensions", None, 1)
     return EmbeddingRequest(_model(b), inputs, fmt, dims)
 

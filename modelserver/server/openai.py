@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from tornado.iostream import StreamClosedError
 
-from modelserver.codecs import jsonio
+from modelserver.codecs import jsonio, pacing
 from modelserver.codecs import openai as codec
 from modelserver.codecs.openai import TokenLogprob
+from modelserver.dataplane import OFFLOAD_BYTES
 from modelserver.errors import ClientGone, InvalidInput, NotFound
 from modelserver.interface import EMBED_SIGNATURE, Embedder, Event, Generator, SamplingParams, Servable
 from modelserver.server.base import BaseHandler
 from modelserver.server.context import ServerContext
 from modelserver.server.errors import OPENAI, sse_error_event
 
+T = TypeVar("T")
 #: prompts up to this many characters are tokenized on the IO loop (about a millisecond)
 INLINE_PROMPT_CHARS = 16384
 #: no real tokenizer's tokens cover more characters than this on average: a text longer than the
@@ -39,6 +41,28 @@ PREFIX_SLACK_TOKENS = 16
 class OpenAIBase(BaseHandler):
     protocol = "openai"
     error_form = OPENAI
+
+    @property
+    def large(self) -> bool:
+        """A body long enough that reading and checking it belongs off the IO loop."""
+        return len(self.body) >= OFFLOAD_BYTES
+
+    async def parsed(self, parse: Callable[[Any], T]) -> T:
+        """The body read and checked by ``parse``; a large one off the IO loop, a piece at a time,
+        and its values freed a piece at a time if it is refused (see ``codecs.pacing``)."""
+        if not self.large:
+            return parse(self.json_body())
+        body = self.body
+
+        def read() -> T:
+            value = jsonio.loads_large(body)
+            try:
+                return parse(value)
+            except InvalidInput:
+                pacing.dismantle(value)
+                raise
+
+        return await self.ctx.plane.off_loop(read)
 
     def model_named(self, name: str | None) -> Servable:
         repo = self.ctx.plane.repository
@@ -129,6 +153,8 @@ class GenerationHandler(OpenAIBase):
         if isinstance(prompt, str):
             ids = await self.encode(gen, prompt, special=True, param=param)
         else:
+            if len(prompt) >= gen.max_len:  # too long whatever its ids: no need to look at each
+                raise codec.context_error(gen.max_len, len(prompt), None, param)
             bad = next((t for t in prompt if t < 0 or t >= gen.codec.vocab_size), None)
             if bad is not None:
                 raise InvalidInput(f"{param}: token id {bad} is outside the vocabulary (0..{gen.codec.vocab_size - 1})",
@@ -161,13 +187,17 @@ class GenerationHandler(OpenAIBase):
         text = gen.codec.token_text
         return codec.explanation([text(t) for t in ids], ids, len(choice.ids), found, steps)
 
-    def start(self, gen: Generator, prompts: list[list[int]], params: list[SamplingParams], req: codec.Generation
-              ) -> asyncio.Queue[tuple[int, Event | None]]:
-        if len(prompts) * req.n > self.ctx.settings.max_concurrent_requests:
+    def check_count(self, prompts: int, n: int) -> None:
+        """Refuse, before any prompt is tokenized, more generations than the server queues."""
+        if prompts * n > self.ctx.settings.max_concurrent_requests:
             raise InvalidInput(
-                f"prompt: {len(prompts)} prompts x n={req.n} is more than the "
+                f"prompt: {prompts} prompts x n={n} is more than the "
                 f"{self.ctx.settings.max_concurrent_requests} generations this server queues", param="prompt",
             )
+
+    def start(self, gen: Generator, prompts: list[list[int]], params: list[SamplingParams], req: codec.Generation
+              ) -> asyncio.Queue[tuple[int, Event | None]]:
+        self.check_count(len(prompts), req.n)
         queue: asyncio.Queue[tuple[int, Event | None]] = asyncio.Queue()
         self.queue = queue
         loop = asyncio.get_running_loop()
@@ -244,8 +274,10 @@ class CompletionsHandler(GenerationHandler):
     endpoint = "completions"
 
     async def handle_post(self, **_: str) -> None:
-        req = codec.parse_completion(self.json_body(), max_n=self.ctx.settings.max_sequences)
+        max_n = self.ctx.settings.max_sequences
+        req = await self.parsed(lambda body: codec.parse_completion(body, max_n=max_n))
         gen = self.generator(req.gen.model)
+        self.check_count(len(req.prompts), req.gen.n)
         prompts = [await self.prompt_ids(gen, p, "prompt") for p in req.prompts]
         params = [self.fit(gen, ids, req.gen, "prompt") for ids in prompts]
         for ids in prompts:
@@ -329,9 +361,14 @@ class ChatHandler(GenerationHandler):
     endpoint = "chat"
 
     async def handle_post(self, **_: str) -> None:
-        req = codec.parse_chat(self.json_body(), max_n=self.ctx.settings.max_sequences)
+        max_n = self.ctx.settings.max_sequences
+        req = await self.parsed(lambda body: codec.parse_chat(body, max_n=max_n))
         gen = self.generator(req.gen.model)
-        prompt = gen.codec.render_chat(req.messages, add_generation_prompt=True)
+        if self.large:  # a template over megabytes of messages takes seconds
+            prompt = await self.ctx.plane.off_loop(
+                lambda: gen.codec.render_chat(req.messages, add_generation_prompt=True))
+        else:
+            prompt = gen.codec.render_chat(req.messages, add_generation_prompt=True)
         ids = await self.encode(gen, prompt, special=False, param="messages")
         if not ids:
             raise InvalidInput("messages: the chat template made an empty prompt", param="messages")
@@ -410,7 +447,7 @@ class EmbeddingsHandler(OpenAIBase):
     endpoint = "embeddings"
 
     async def handle_post(self, **_: str) -> None:
-        req = codec.parse_embeddings(self.json_body())
+        req = await self.parsed(codec.parse_embeddings)
         servable = self.model_named(req.model)
         if not isinstance(servable, Embedder):
             raise InvalidInput(
