@@ -10,69 +10,30 @@ another's codec, and nothing here knows HTTP.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from dataclasses import replace
+from typing import Any, TypeVar
 
-from modelserver.codecs import bodies, fastparse, jsonio, pacing, v1, v2
+from modelserver import reading
+from modelserver.codecs import pacing, v1
 from modelserver.codecs.mapping import Mapping
 from modelserver.codecs.tensors import batch_rows
 from modelserver.dispatch import Dispatcher
 from modelserver.errors import InvalidInput
-from modelserver.interface import Servable, Signature, Tensors, get_signature
+from modelserver.interface import Servable, Signature, Tensors
+from modelserver.reading import OFFLOAD_BYTES, Answer, Reader, Signatures, TensorCall, read_body, write_answer
 from modelserver.runtime.repository import ModelRepository
 from modelserver.settings import Settings
 
+__all__ = ["Answer", "DataPlane", "TensorCall"]  # the transports' names for what they hand over
 log = logging.getLogger("modelserver")
 T = TypeVar("T")
 
-#: ``seed``: the single-model paths (``/predict``), whose body says whether it is V1 or V2
-CallProtocol = Literal["v1", "v2", "seed"]
-JSON = "application/json"
-#: bodies at least this long are read off the IO loop (the general path reads about 3-4 MB/s), and
-#: answers whose outputs take at least this much are written off it
-OFFLOAD_BYTES = 256 * 1024
-#: the threads that read and write them (so at most this many at once): reading one may take about
-#: twenty times its size while it lasts (a body refused on the general path becomes Python values),
-#: such a thread keeps a parser as large as the largest body it read (about seven times it), and
-#: the reads hold the GIL nearly all the time, so another thread would add memory, not speed
+#: the threads that do other long work off the IO loop (rendering a chat template over megabytes of
+#: messages): one, as that work holds the GIL nearly all the time
 LARGE_READS = 1
-#: after this long with no large body, the large-body thread lets its parser (and the memory it
-#: kept, about seven times the largest body) go; the next large body pays to make it again (about
-#: 100 ms at ten megabytes, with the GIL held: the IO loop waits as long)
-PARSER_IDLE_SECONDS = 30.0
-
-
-@dataclass(slots=True)
-class TensorCall:
-    """One tensor request (predict, infer or explain) as a transport hands it over."""
-
-    protocol: CallProtocol
-    explain: bool
-    body: bytes
-    model: str | None = None
-    version: str | None = None
-    label: str | None = None
-    #: the signature named by the path (``/{signature}/predict``); else the body's, else the default
-    signature: str | None = None
-    #: the V2 binary extension's ``Inference-Header-Content-Length``
-    header_length: str | None = None
-    #: set as the call goes, for the transport's metrics: the model served (once it resolved) and
-    #: the protocol the answer speaks
-    served_model: str = ""
-    answered: str = ""
-
-
-@dataclass(slots=True)
-class Answer:
-    body: bytes
-    content_type: str = JSON
-    headers: dict[str, str] | None = None
 
 
 class DataPlane:
@@ -87,21 +48,20 @@ class DataPlane:
         #: the custom mapping of the single-model paths (``/predict``, ``/explain``), if any
         self.mapping = mapping
         self._large_reads = ThreadPoolExecutor(LARGE_READS, thread_name_prefix="large-body")
-        self._large_bodies = 0  # how many were read: the parser goes only if none came since
+        #: the process that reads large bodies and writes large answers
+        self.reader = Reader()
 
     # -- the shared steps -----------------------------------------------------------------------
     def servable(self, model: str | None, version: str | None = None, label: str | None = None) -> Servable:
         """The loaded servable a request names (the served model when it names none); 404 or 503."""
         return self.repository.resolve(model or self.repository.default_name, version, label)
 
+    def signatures(self, servable: Servable) -> Signatures:
+        return Signatures(servable.name, servable.version, servable.signatures, self.settings.signature)
+
     def signature(self, servable: Servable, name: str | None) -> Signature:
         """The named signature, else the configured default, else the model's only one."""
-        if name:
-            return get_signature(servable, name)
-        default = self.settings.signature
-        if default not in servable.signatures and len(servable.signatures) == 1:
-            default = next(iter(servable.signatures))
-        return get_signature(servable, default)
+        return self.signatures(servable).choose(name)
 
     async def predict(self, servable: Servable, sig: Signature, batches: list[Tensors]) -> list[Tensors]:
         d = self.dispatcher
@@ -122,18 +82,19 @@ class DataPlane:
     async def infer(self, call: TensorCall) -> Answer:
         """Resolve, decode, run and encode one tensor request. On the seed paths with a custom mapping,
         the caller's body is mapped first, and a prediction's answer after (explanations keep the
-        standard form: the response template describes predictions). A large body is read (parsed,
-        mapped and decoded) on another thread: the general path takes seconds on megabytes, and the
-        IO loop must keep answering meanwhile."""
+        standard form: the response template describes predictions). A large body is read, and a large
+        answer written, in the reader process (``reading.Reader``): parsing megabytes holds a GIL for
+        long and may take twenty times the body's size, and the IO loop must keep answering; on a
+        mapped path (whose response template reads the caller's body) on the large-body thread."""
         servable = self.servable(call.model, call.version, call.label)
         call.served_model = call.model or self.repository.default_name  # only served names become labels
-        if len(call.body) >= OFFLOAD_BYTES:
-            loop = asyncio.get_running_loop()
-            self._large_bodies += 1
-            loop.call_later(PARSER_IDLE_SECONDS, self._after_large_bodies, self._large_bodies)
-            read = await self.off_loop(lambda: self.read(call, servable, large=True))
+        sigs, limit = self.signatures(servable), self.settings.max_instances
+        if len(call.body) < OFFLOAD_BYTES:
+            read = read_body(call, sigs, limit, self.mapping)
+        elif call.protocol == "seed" and self.mapping is not None:  # the response template reads the body
+            read = await self.off_loop(lambda: read_body(call, sigs, limit, self.mapping, large=True))
         else:
-            read = self.read(call, servable)
+            read = await self.reader.run(reading.read_large, call, sigs, limit)
         call.answered = read.protocol
         sig, request = read.sig, read.request
         results: list[Tensors]
@@ -147,118 +108,24 @@ class DataPlane:
             results = await self.explain(servable, sig, [request.inputs], request.parameters.get("target"))
         else:
             results = await self.predict(servable, sig, [request.inputs])
-        if sum(a.nbytes for r in results for a in r.values()) >= OFFLOAD_BYTES:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._large_reads, self.answer, call, servable, read, results)
-        return self.answer(call, servable, read, results)
-
-    def answer(self, call: TensorCall, servable: Servable, read: Read, results: list[Tensors]) -> Answer:
-        """The body of a tensor request's answer in its protocol (mapped on a mapped path), with no
-        IO: a large one is written on a large-body thread, in pieces (``jsonio.dumps``)."""
-        request = read.request
-        out_tail = b""
-        if isinstance(request, v1.V1Request):
-            answer = v1.encode(request, results, "explanations" if call.explain else "predictions")
-        else:
-            answer, out_tail = v2.encode(request, results[0], servable.name, servable.version, explain=call.explain)
-        if read.mapped_from is not None and self.mapping is not None and not call.explain:
-            if out_tail:
-                raise InvalidInput("binary outputs are not available on a mapped path: ask for JSON outputs")
-            plain = jsonio.loads(jsonio.dumps(answer))  # arrays as JSON lists, as the expressions see them
-            return Answer(jsonio.dumps(self.mapping.response(plain, read.mapped_from)))
-        head_out = jsonio.dumps(answer)
-        if not out_tail:
-            return Answer(head_out)
-        return Answer(head_out + out_tail, "application/octet-stream", {v2.HEADER_LENGTH: str(len(head_out))})
+        name, version = servable.name, servable.version
+        if sum(a.nbytes for r in results for a in r.values()) < OFFLOAD_BYTES:
+            return write_answer(call, name, version, read, results, self.mapping)
+        if read.mapped_from is not None:
+            return await self.off_loop(lambda: write_answer(call, name, version, read, results, self.mapping))
+        stub = reading.Read(read.protocol, read.sig, {}, read.request.without_inputs())  # what encoding reads
+        return await self.reader.run(write_answer, replace(call, body=b""), name, version, stub, results)
 
     async def off_loop(self, work: Callable[[], T]) -> T:
-        """Run ``work`` (reading a large body, say) on the large-body thread, the collector held off
-        (see ``pacing``); after a refusal the memory it took goes back to the system."""
-        loop = asyncio.get_running_loop()
+        """Run ``work`` (rendering a chat template over megabytes, say) on the large-body thread,
+        the collector held off meanwhile (see ``pacing``)."""
 
         def paced() -> T:
             with pacing.collector_paused():
                 return work()
 
-        try:
-            return await loop.run_in_executor(self._large_reads, paced)
-        except InvalidInput:
-            await loop.run_in_executor(self._large_reads, release_memory)
-            raise
+        return await asyncio.get_running_loop().run_in_executor(self._large_reads, paced)
 
-    def _after_large_bodies(self, count: int) -> None:
-        if count == self._large_bodies:  # none since: the parser's memory goes back
-            self._large_reads.submit(_forget_parser)
-
-    def read(self, call: TensorCall, servable: Servable, large: bool = False) -> Read:
-        """A tensor request's body parsed, mapped (seed paths with a mapping), checked and decoded
-        against the signature: everything before the model, with no IO (any thread may run it).
-        A ``large`` body refused has its Python values freed a piece at a time (``pacing``)."""
-        head, tail = (
-            v2.split_binary(call.body, call.header_length) if call.protocol == "v2" else (call.body, b"")
-        )
-        body = fastparse.loads(head)
-        mapped_from = None
-        try:
-            if call.protocol == "seed" and self.mapping is not None:
-                mapped_from, body = body, self.mapping.request(body)
-            protocol = bodies.protocol_of(body) if call.protocol == "seed" else call.protocol
-            sig = self.signature(servable, call.signature or bodies.signature_name(body))
-            if bodies.may_have_booleans(head):
-                bodies.refuse_booleans(body, sig, protocol)
-            limit = self.settings.max_instances
-            request: v1.V1Request | v2.V2Request
-            if protocol == "v1":
-                request = v1.decode(body, sig, max_instances=limit, explain=call.explain)
-            elif v2.is_single_tensor(body):
-                request = v2.decode_single(body, sig, max_instances=limit)
-            else:
-                request = v2.decode(body, tail, sig, max_instances=limit)
-        except InvalidInput:
-            if large:
-                pacing.dismantle(mapped_from)
-                pacing.dismantle(body)
-            raise
-        return Read(protocol, sig, body, request, mapped_from)
-
-
-def release_memory() -> None:
-    """Give the pages a refused large body's Python values took back to the system.
-
-    Those values are freed as soon as the error is raised (no reference cycle holds them:
-    ``tests/unit/test_codec_v1.py`` checks it), but into the allocator's heap, which keeps them;
-    glibc's ``malloc_trim`` returns its free pages. It takes a few milliseconds; a full collection
-    of the garbage collector (tens of milliseconds with TensorFlow's objects alive, all of it holding
-    the GIL) is not needed."""
-    started = time.perf_counter()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-    log.debug("memory released", extra={"seconds": round(time.perf_counter() - started, 4)})
-
-
-def _forget_parser() -> None:
-    fastparse.forget_parser()
-    release_memory()
-
-
-def _libc() -> Any:
-    try:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return lib if hasattr(lib, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_LIBC = _libc()
-
-
-@dataclass(slots=True)
-class Read:
-    """A tensor request ready for the model: its protocol, signature, body and decoded request."""
-
-    protocol: Literal["v1", "v2"]
-    sig: Signature
-    body: Any
-    request: v1.V1Request | v2.V2Request
-    #: the caller's own body, when a custom mapping made ``body`` from it
-    mapped_from: Any = None
+    def close(self) -> None:
+        self.reader.close()
+        self._large_reads.shutdown(wait=False)

@@ -9,7 +9,7 @@ answer from these; anything else that escapes a handler is a real bug (500).
 from __future__ import annotations
 
 import reprlib
-from typing import ClassVar
+from typing import Any, ClassVar
 
 _quoted = reprlib.Repr()
 _quoted.maxstring = _quoted.maxother = 80
@@ -41,6 +41,10 @@ class ModelServerError(Exception):
         self.param = param
         if code is not None:
             self.code = code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its param and code (errors come back from the reader process)."""
+        return _rebuild, (type(self), self.message, self.param, self.code)
 
     def openai_body(self) -> dict[str, dict[str, str | None]]:
         """The OpenAI error envelope: ``{"error": {"message", "type", "param", "code"}}``."""
@@ -137,3 +141,9 @@ class ClientGone(ModelServerError):
 
     def __init__(self, message: str = "the client closed the connection") -> None:
         super().__init__(message)
+
+
+def _rebuild(cls: type[ModelServerError], message: str, param: str | None, code: str) -> ModelServerError:
+    err = cls.__new__(cls)
+    ModelServerError.__init__(err, message, param=param, code=code)
+    return err

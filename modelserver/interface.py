@@ -159,10 +159,17 @@ class Event:
 Emit = Callable[[Event], None]
 
 
+class ChatRenderer(Protocol):
+    """A model's chat template: messages to a prompt (picklable, so another process can render)."""
+
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str: ...
+
+
 class Tokenizer(Protocol):
     """Text to token ids and back, and the model's chat template."""
 
     vocab_size: int
+    chat: ChatRenderer
 
     def encode(self, text: str, *, special: bool = True) -> list[int]: ...
 

@@ -223,10 +223,19 @@ def _prompts(body: dict[str, Any]) -> list[str | list[int]]:
     )
 
 
-def parse_completion(body: Any, *, max_n: int) -> CompletionRequest:
+def check_generations(prompts: int, n: int, limit: int) -> None:
+    """At most ``limit`` generations (prompts times ``n``) in one request."""
+    if prompts * n > limit:
+        raise InvalidInput(f"prompt: {prompts} prompts x n={n} is more than the {limit} generations this server "
+                           "queues", param="prompt")
+
+
+def parse_completion(body: Any, *, max_n: int, max_generations: int | None = None) -> CompletionRequest:
     b = _obj(body)
     _known(b, "completions")
     prompts = _prompts(b)
+    if max_generations is not None:  # before anything else is checked of each prompt
+        check_generations(len(prompts), 1, max_generations)
     logprobs = _int(b, "logprobs", None, 0, MAX_LOGPROBS)
     echo = _bool(b, "echo")
     max_tokens = _int(b, "max_tokens", COMPLETIONS_DEFAULT_MAX_TOKENS, 1)

@@ -1,8 +1,9 @@
 """Long work on a worker thread that leaves the IO loop its turn.
 
-A large body is read on a thread of its own so that the IO loop keeps answering (health probes
-included), but both threads share the GIL, and three things let a worker keep it for 50-200 ms at
-ten megabytes, long enough for a liveness probe to miss its beat:
+Large bodies are read in a process of their own (``modelserver.reading``); what stays in the
+server's process (a large body on a mapped path, a chat template rendered over megabytes) runs on
+a worker thread, which shares the GIL with the IO loop, and three things let a worker keep it for
+50-200 ms at ten megabytes, long enough for a liveness probe to miss its beat:
 
 - the cyclic collector: making a million lists sets off full collections every time the tracked
   objects grow by a quarter, and each walks every list made so far in one step;
@@ -11,7 +12,8 @@ ten megabytes, long enough for a liveness probe to miss its beat:
   waiting for the GIL is woken each time, finds it taken again, and never asks the holder to let
   go (CPython asks only after a whole switch interval passed with no release).
 
-``collector_paused``, ``dismantle`` and ``let_others_run`` are the three answers.
+``collector_paused``, ``dismantle`` and ``let_others_run`` are the three answers (the first two
+also save the reader process time).
 """
 
 from __future__ import annotations

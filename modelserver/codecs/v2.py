@@ -34,6 +34,10 @@ class V2Request:
     outputs: list[tuple[str, bool]] | None = None
     binary_default: bool = False
 
+    def without_inputs(self) -> V2Request:
+        """The request as encoding its answer needs it: the inputs left out."""
+        return V2Request({}, self.id, self.parameters, self.outputs, self.binary_default)
+
 
 def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """Split a body into its JSON header and binary tail (empty without the extension)."""

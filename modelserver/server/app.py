@@ -238,6 +238,9 @@ async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) 
             if ctx.workers is not None:
                 ctx.workers.set_ready(True)
             log.info("ready", extra={"url": f"http://{s.host}:{s.port}/"})
+        # the process for large bodies, started now rather than by the first one (off the loop:
+        # starting it waits for multiprocessing's fork server)
+        await loop.run_in_executor(None, ctx.plane.reader.start)
 
     loading = asyncio.ensure_future(load())
     await stop.wait()
@@ -255,6 +258,7 @@ async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) 
     await server.close_all_connections()
     loading.cancel()
     repository.close()
+    ctx.plane.close()
     ctx.plane.dispatcher.shutdown()
     log.info("stopped", extra={"unfinished": ctx.in_flight})
 

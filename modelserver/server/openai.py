@@ -13,17 +13,19 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
 from tornado.iostream import StreamClosedError
 
-from modelserver.codecs import jsonio, pacing
+from modelserver import reading
+from modelserver.codecs import jsonio
 from modelserver.codecs import openai as codec
 from modelserver.codecs.openai import TokenLogprob
-from modelserver.dataplane import OFFLOAD_BYTES
 from modelserver.errors import ClientGone, InvalidInput, NotFound
 from modelserver.interface import EMBED_SIGNATURE, Embedder, Event, Generator, SamplingParams, Servable
+from modelserver.reading import OFFLOAD_BYTES
 from modelserver.server.base import BaseHandler
 from modelserver.server.context import ServerContext
 from modelserver.server.errors import OPENAI, sse_error_event
@@ -48,21 +50,11 @@ class OpenAIBase(BaseHandler):
         return len(self.body) >= OFFLOAD_BYTES
 
     async def parsed(self, parse: Callable[[Any], T]) -> T:
-        """The body read and checked by ``parse``; a large one off the IO loop, a piece at a time,
-        and its values freed a piece at a time if it is refused (see ``codecs.pacing``)."""
+        """The body read and checked by ``parse`` (a codec's function, or a ``partial`` of one); a
+        large one in the reader process (``reading.parse_large``), a piece at a time."""
         if not self.large:
             return parse(self.json_body())
-        body = self.body
-
-        def read() -> T:
-            value = jsonio.loads_large(body)
-            try:
-                return parse(value)
-            except InvalidInput:
-                pacing.dismantle(value)
-                raise
-
-        return await self.ctx.plane.off_loop(read)
+        return await self.ctx.plane.reader.run(reading.parse_large, parse, self.body)
 
     def model_named(self, name: str | None) -> Servable:
         repo = self.ctx.plane.repository
@@ -189,11 +181,7 @@ class GenerationHandler(OpenAIBase):
 
     def check_count(self, prompts: int, n: int) -> None:
         """Refuse, before any prompt is tokenized, more generations than the server queues."""
-        if prompts * n > self.ctx.settings.max_concurrent_requests:
-            raise InvalidInput(
-                f"prompt: {prompts} prompts x n={n} is more than the "
-                f"{self.ctx.settings.max_concurrent_requests} generations this server queues", param="prompt",
-            )
+        codec.check_generations(prompts, n, self.ctx.settings.max_concurrent_requests)
 
     def start(self, gen: Generator, prompts: list[list[int]], params: list[SamplingParams], req: codec.Generation
               ) -> asyncio.Queue[tuple[int, Event | None]]:
@@ -274,8 +262,9 @@ class CompletionsHandler(GenerationHandler):
     endpoint = "completions"
 
     async def handle_post(self, **_: str) -> None:
-        max_n = self.ctx.settings.max_sequences
-        req = await self.parsed(lambda body: codec.parse_completion(body, max_n=max_n))
+        settings = self.ctx.settings
+        req = await self.parsed(partial(codec.parse_completion, max_n=settings.max_sequences,
+                                        max_generations=settings.max_concurrent_requests))
         gen = self.generator(req.gen.model)
         self.check_count(len(req.prompts), req.gen.n)
         prompts = [await self.prompt_ids(gen, p, "prompt") for p in req.prompts]
@@ -361,13 +350,14 @@ class ChatHandler(GenerationHandler):
     endpoint = "chat"
 
     async def handle_post(self, **_: str) -> None:
-        max_n = self.ctx.settings.max_sequences
-        req = await self.parsed(lambda body: codec.parse_chat(body, max_n=max_n))
-        gen = self.generator(req.gen.model)
-        if self.large:  # a template over megabytes of messages takes seconds
-            prompt = await self.ctx.plane.off_loop(
-                lambda: gen.codec.render_chat(req.messages, add_generation_prompt=True))
+        parse = partial(codec.parse_chat, max_n=self.ctx.settings.max_sequences)
+        if self.large:  # read, and rendered by the template, in the reader process
+            gen = self.generator(None)
+            req, prompt = await self.ctx.plane.reader.run(reading.chat_large, parse, gen.codec.chat, self.body)
+            self.generator(req.gen.model)  # the model it names is the one served
         else:
+            req = parse(self.json_body())
+            gen = self.generator(req.gen.model)
             prompt = gen.codec.render_chat(req.messages, add_generation_prompt=True)
         ids = await self.encode(gen, prompt, special=False, param="messages")
         if not ids:

@@ -8,6 +8,7 @@ so is the server's memory around refusals of bodies near the limit."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from collections.abc import Callable
 import orjson
 import requests
 
-from modelserver import dataplane
+from modelserver import reading
 from tests.server.conftest import Server
 
 BOUND_S = 0.4
@@ -88,28 +89,52 @@ def test_bodies_near_the_limit_do_not_stall_the_loop(start_server, iris_path) ->
     assert max(worst.values()) < BOUND_S, worst
 
 
-def rss_mb(server: Server) -> tuple[float, float]:
-    """The server's resident memory now and at its peak, in MB."""
-    status = open(f"/proc/{server.proc.pid}/status").read()
+def rss_mb(pid: int) -> tuple[float, float]:
+    """A process's resident memory now and at its peak, in MB."""
+    status = open(f"/proc/{pid}/status").read()
     field = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines() if line.startswith("Vm")}
     return field["VmRSS"] / 1024, field["VmHWM"] / 1024
 
 
-def test_refusing_large_bodies_costs_a_bounded_multiple_of_them_and_gives_it_back(start_server, iris_path) -> None:
+def descendants(pid: int) -> list[int]:
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        children += [int(c) for c in open(f"/proc/{pid}/task/{task}/children").read().split()]
+    return [d for c in children for d in [c, *descendants(c)]]
+
+
+def test_refusing_large_bodies_costs_the_server_nothing_and_the_reader_a_bounded_multiple(start_server, iris_path
+                                                                                          ) -> None:
+    """Large bodies are read in the reader process: the server's own memory does not move, the
+    reader's peak is a bounded multiple of one body (it reads one at a time), and it gives its
+    memory back once idle."""
     server = start_server(iris_path, "--max-instances", "1000000", "--max-body-bytes", str(LIMIT))
     body = NEAR_LIMIT["a string in the last row"][0]
     requests.post(server.url("/v1/models/iris:predict"), json={"instances": [[1, 2, 3, 4]]}, timeout=30)
-    before, _ = rss_mb(server)
+    def forkserver(pid: int) -> bool:
+        return b"forkserver" in open(f"/proc/{pid}/cmdline", "rb").read()
+
+    def parent(pid: int) -> int:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+
+    # the reader is forked by multiprocessing's fork server, a child of the server
+    (reader,) = [p for p in descendants(server.proc.pid) if parent(p) != server.proc.pid and forkserver(parent(p))]
+    before, _ = rss_mb(server.proc.pid)
+    reader_before, _ = rss_mb(reader)
     for _ in range(3):
         assert requests.post(server.url("/v1/models/iris:predict"), data=body, timeout=120).status_code == 400
-    during, peak = rss_mb(server)
-    time.sleep(dataplane.PARSER_IDLE_SECONDS + 1.5)  # the large-body parser goes when idle
-    after, _ = rss_mb(server)
+    after, peak = rss_mb(server.proc.pid)
+    reader_after, reader_peak = rss_mb(reader)
+    time.sleep(reading.IDLE_SECONDS + 1.5)
+    reader_idle, _ = rss_mb(reader)
     size = len(body) / 1e6
-    print(f"\nRSS around three refusals of a {size:.1f} MB body: {before:.0f} MB before, peak {peak:.0f} MB "
-          f"(+{(peak - before) / size:.0f}x the body), {during:.0f} MB just after, {after:.0f} MB once idle")
-    assert peak - before < 30 * size  # the parser's document and the body's Python values, one body at a time
-    assert after - before < 3 * size
+    print(f"\nRSS around three refusals of a {size:.1f} MB body: server {before:.0f} -> {after:.0f} MB "
+          f"(peak {peak:.0f}); reader {reader_before:.0f} MB, peak {reader_peak:.0f} MB "
+          f"(+{(reader_peak - reader_before) / size:.0f}x the body), {reader_after:.0f} MB just after, "
+          f"{reader_idle:.0f} MB once idle")
+    assert after - before < 5 * size  # the body's bytes as read, joined and sent to the reader
+    assert reader_peak - reader_before < 30 * size  # the parser's document and the body's Python values
+    assert reader_idle - reader_before < 3 * size
 
 
 def test_megabyte_prompts_are_refused_without_stalling_the_loop(llm) -> None:

@@ -7,7 +7,9 @@ sandboxed Jinja environment with ``raise_exception`` and ``strftime_now``).
 
 from __future__ import annotations
 
+import functools
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,44 @@ def chat_template_of(directory: Path, config: dict[str, Any]) -> str | None:
     return t if isinstance(t, str) else None
 
 
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A model's chat template and the special tokens it may name: renders messages to a prompt."""
+
+    template: str | None
+    special: dict[str, str | None]
+
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+        if self.template is None:
+            raise InvalidInput(
+                "this model has no chat template (tokenizer_config.json has no chat_template): "
+                "use /v1/completions with a prompt",
+                param="messages",
+            )
+        try:
+            return str(_compiled(self.template).render(
+                messages=messages, add_generation_prompt=add_generation_prompt, **self.special))
+        except _TemplateError as e:
+            raise InvalidInput(f"the model's chat template refused the messages: {e}", param="messages") from None
+        except Exception as e:
+            raise InvalidInput(f"the model's chat template failed on the messages: {e}", param="messages") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(template: str) -> Any:
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    try:
+        return env.from_string(template)
+    except Exception as e:
+        raise ModelLoadError(f"the model's chat template does not compile: {e}") from None
+
+
 class TextCodec:
     """Tokenize, detokenize and render chat messages for one model directory."""
 
@@ -88,7 +128,8 @@ class TextCodec:
             for key in ("bos_token", "eos_token", "unk_token", "pad_token")
         }
         self.chat_template = chat_template_of(directory, self.config)
-        self._template: Any = None
+        #: the template with its special tokens: picklable, so another process can render with it
+        self.chat = ChatTemplate(self.chat_template, self.special)
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
 
     def token_id(self, token: str | None) -> int | None:
@@ -110,34 +151,7 @@ class TextCodec:
 
     def render_chat(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str:
         """The prompt text for chat messages, from the model's chat template."""
-        if self.chat_template is None:
-            raise InvalidInput(
-                "this model has no chat template (tokenizer_config.json has no chat_template): "
-                "use /v1/completions with a prompt",
-                param="messages",
-            )
-        if self._template is None:
-            from jinja2.ext import loopcontrols
-            from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-            env.filters["tojson"] = _tojson
-            env.globals["raise_exception"] = _raise_exception
-            env.globals["strftime_now"] = _strftime_now
-            try:
-                self._template = env.from_string(self.chat_template)
-            except Exception as e:
-                raise ModelLoadError(f"the model's chat template does not compile: {e}") from None
-        try:
-            return str(
-                self._template.render(
-                    messages=messages, add_generation_prompt=add_generation_prompt, **self.special
-                )
-            )
-        except _TemplateError as e:
-            raise InvalidInput(f"the model's chat template refused the messages: {e}", param="messages") from None
-        except Exception as e:
-            raise InvalidInput(f"the model's chat template failed on the messages: {e}", param="messages") from None
+        return self.chat.render(messages, add_generation_prompt)
 
 
 class Detokenizer:
