@@ -250,7 +250,10 @@ class Reader:
 
     def start(self) -> None:
         """Start the process now (it takes about a second), not with the first large body."""
-        self._executor().submit(release_memory)
+        try:
+            self._executor().submit(release_memory)
+        except Exception as e:  # it is tried again with the first large body, which gets the error
+            log.warning("the process for large bodies did not start", extra={"error": f"{type(e).__name__}: {e}"})
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()

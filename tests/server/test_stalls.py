@@ -117,8 +117,13 @@ def test_refusing_large_bodies_costs_the_server_nothing_and_the_reader_a_bounded
     def parent(pid: int) -> int:
         return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
 
-    # the reader is forked by multiprocessing's fork server, a child of the server
-    (reader,) = [p for p in descendants(server.proc.pid) if parent(p) != server.proc.pid and forkserver(parent(p))]
+    def readers() -> list[int]:  # forked by multiprocessing's fork server, a child of the server
+        return [p for p in descendants(server.proc.pid) if parent(p) != server.proc.pid and forkserver(parent(p))]
+
+    deadline = time.monotonic() + 30
+    while not readers() and time.monotonic() < deadline:  # started just after the server is ready
+        time.sleep(0.1)
+    (reader,) = readers()
     before, _ = rss_mb(server.proc.pid)
     reader_before, _ = rss_mb(reader)
     for _ in range(3):
