@@ -171,7 +171,7 @@ def http_embeddings(port: int, batch: int, conns: int, seconds: float) -> float:
 def serve(label: str, path: Path, logs: Path, *args: str) -> Server:
     port = free_port()
     argv = [str(REPO / ".venv" / "bin" / "modelserver"), "serve", str(path), "--name", label, "--port", str(port),
-            "--protocol", "openai", "--log-level", "warning", *args]
+            "--protocol", "openai", "--log-level", "warning", "--grpc-port", "0", *args]
     server = Server(label, argv, port, "/v2/health/ready", cwd=REPO)
     server.start(logs, timeout=600)
     return server

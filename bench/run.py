@@ -175,7 +175,7 @@ def modelserver(model: str, path: Path, workers: int = 1, checkout: Path | None 
     argv = [str(REPO / ".venv" / "bin" / "python"), "-m", "modelserver", "serve", str(path.parent), "--name", model,
             "--port", str(port), "--log-level", "warning", "--workers", str(workers)]
     label = "baseline" if checkout else "modelserver"
-    env = {}
+    env = {"MODELSERVER_GRPC_PORT": "0"}  # HTTP is measured here; KServe's gRPC port is 8081 too
     if checkout:
         # only its modelserver/ goes on the path: the checkout's operator/ would shadow the standard library
         shim = CACHE / "work" / "baseline-path"
@@ -184,7 +184,7 @@ def modelserver(model: str, path: Path, workers: int = 1, checkout: Path | None 
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(checkout / "modelserver")
-        env = {"PYTHONPATH": str(shim)}
+        env["PYTHONPATH"] = str(shim)
     return Server(_procs(f"{label}-{model}", workers), argv, port, "/v2/health/ready", env=env, processes=workers)
 
 

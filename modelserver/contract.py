@@ -16,6 +16,8 @@ FORMATS = ("auto", "tensorflow", "keras", "python", "huggingface")
 
 #: the server's HTTP port in a pod
 HTTP_PORT = 8080
+#: the server's gRPC port (KServe's and MLServer's too); the standard gRPC health service answers on it
+GRPC_PORT = 8081
 #: probes: the process answers / every model is loaded and the server is not draining
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from modelserver.contract import FORMATS, HTTP_PORT, PROTOCOLS
+from modelserver.contract import FORMATS, GRPC_PORT, HTTP_PORT, PROTOCOLS
 
 ENV_PREFIX = "MODELSERVER_"
 
@@ -40,6 +40,7 @@ class Settings:
     )
     host: str = _setting("127.0.0.1", "address to listen on (0.0.0.0 in containers)")
     port: int = _setting(HTTP_PORT, "port to listen on")
+    grpc_port: int = _setting(GRPC_PORT, "port of the gRPC server (Open Inference Protocol, health, reflection); 0: none")
     protocol: str = _setting(
         "auto", "protocol the home page presents first: auto (openai for Hugging Face models, v1 for the others), "
         "v1, v2 or openai; every protocol is served", choices=PROTOCOLS,

@@ -19,6 +19,8 @@ from modelserver.settings import env_name
 
 PORT = contract.HTTP_PORT
 SERVICE_PORT = 80
+#: the gRPC port, in the pod and on the Service
+GRPC_PORT = contract.GRPC_PORT
 PRESTOP_SECONDS = 5
 DRAIN_SECONDS = 30
 RUN_AS = 10001
@@ -83,6 +85,7 @@ def server_env(spec: Spec) -> list[dict[str, str]]:
         "format": spec.format,
         "host": "0.0.0.0",
         "port": PORT,
+        "grpc_port": GRPC_PORT,
         "protocol": spec.protocol,
         "signature": spec.signature,
         "workers": spec.workers,
@@ -162,9 +165,13 @@ def pod_template(spec: Spec, image: str) -> dict[str, Any]:
         "image": image,
         "args": ["serve"] + ([path] if path else []),
         "env": server_env(spec),
-        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "readinessProbe": {
-            "httpGet": {"path": contract.READY_PATH, "port": "http"},
+            **({"grpc": {"port": GRPC_PORT, "service": ""}} if spec.readiness_probe == "grpc" else
+               {"httpGet": {"path": contract.READY_PATH, "port": "http"}}),
             "periodSeconds": 2,
             "timeoutSeconds": 2,
             "failureThreshold": 2,
@@ -229,7 +236,10 @@ def service(spec: Spec, uid: str) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(spec),
-            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
+            ],
         },
     }
 
@@ -291,6 +301,11 @@ def url(spec: Spec) -> str:
     if protocol == "openai":
         return f"{base}/openai/v1"
     return f"{base}/v1/models/{spec.model_name}:predict"
+
+
+def grpc_address(spec: Spec) -> str:
+    """The in-cluster address of the gRPC server (Open Inference Protocol, health, reflection)."""
+    return f"{child_name(spec.name)}.{spec.namespace}.svc.cluster.local:{GRPC_PORT}"
 
 
 def selector_string(spec: Spec) -> str:

@@ -109,6 +109,7 @@ def write_status(
             replicaSummary=f"{ready}/{desired}",
             selector=builders.selector_string(spec),
             url=builders.url(spec),
+            grpcAddress=builders.grpc_address(spec),
         )
         model = model_info(k, spec, pods)
         if model is not None:

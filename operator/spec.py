@@ -65,6 +65,8 @@ class Spec:
     signature: str = "serving_default"
     format: str = "tensorflow"
     protocol: str = "auto"
+    #: ``http`` or ``grpc``: how the kubelet checks readiness
+    readiness_probe: str = "http"
     image: str = ""
     replicas: int = 1
     #: server processes per pod (``--workers``)
@@ -113,6 +115,14 @@ def _generation(gen: dict[str, Any]) -> dict[str, int]:
             raise SpecError(f"spec.generation.{key}: expected an integer {span}, got {value!r}")
         out[key] = value
     return out
+
+
+def _readiness_probe(spec: dict[str, Any]) -> str:
+    """``spec.readinessProbe``, checked as the schema does."""
+    value = spec.get("readinessProbe", "http")
+    if value not in ("http", "grpc"):
+        raise SpecError(f"spec.readinessProbe: expected http or grpc, got {value!r}")
+    return str(value)
 
 
 def _prompt_cap(explainer: dict[str, Any]) -> int | None:
@@ -176,6 +186,7 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         signature=model.get("signature", "serving_default"),
         format=fmt,
         protocol=protocol,
+        readiness_probe=_readiness_probe(spec),
         image=spec.get("image", ""),
         replicas=int(spec.get("replicas", 1)),
         workers=int(spec.get("workers", 1)),

@@ -20,7 +20,7 @@ import numpy as np
 from modelserver import dtypes
 from modelserver.codecs.tensors import check_batch, fits, fmt_shape, jsonable, to_array
 from modelserver.errors import InvalidInput, shown
-from modelserver.interface import Signature, Tensors
+from modelserver.interface import Servable, Signature, Tensors
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -244,7 +244,8 @@ def _requested_outputs(outputs: Any, sig: Signature) -> list[tuple[str, bool]] |
     return wanted
 
 
-def _binary_bytes(arr: np.ndarray) -> bytes:
+def binary_bytes(arr: np.ndarray) -> bytes:
+    """An array as the binary extension (and gRPC's raw contents) carry it."""
     if arr.dtype.kind in "OSU":
         parts = []
         for v in arr.ravel():
@@ -272,7 +273,7 @@ def encode(
             "shape": list(arr.shape),
         }
         if as_binary:
-            raw = _binary_bytes(arr)
+            raw = binary_bytes(arr)
             entry["parameters"] = {"binary_data_size": len(raw)}
             tail.append(raw)
         else:
@@ -286,3 +287,15 @@ def encode(
         "outputs": tensors,
     }
     return header, b"".join(tail)
+
+
+def model_metadata(servable: Servable, versions: list[int], sig: Signature) -> dict[str, Any]:
+    """A model's metadata: its versions, platform and a signature's tensors (``GET /v2/models/{m}``)."""
+    return {
+        "name": servable.name,
+        "versions": [str(v) for v in versions],
+        "platform": servable.platform,
+        "inputs": [t.describe() for t in sig.inputs],
+        "outputs": [t.describe() for t in sig.outputs],
+        "parameters": {"signature_name": sig.name, "signatures": sorted(servable.signatures)},
+    }

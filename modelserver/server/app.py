@@ -208,8 +208,21 @@ async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) 
     else:
         server.add_sockets(sockets)
     repository = ctx.plane.repository
+    grpc_server = None
+    if s.grpc_port:
+        from modelserver.server.rpc import GRPCServer  # grpc's libraries load only when it is served
+
+        try:
+            grpc_server = GRPCServer(ctx)
+        except RuntimeError as e:  # the port is taken (another server on this machine, say): HTTP goes on
+            log.error("gRPC is not served: its port could not be bound", extra={
+                "grpc_port": s.grpc_port, "error": str(e), "hint": "choose another with --grpc-port (0: none)"})
+        else:
+            await grpc_server.start()
     where = {"host": s.host, "port": s.port, "models": list(repository.models),
              "max_connections": server.max_connections}
+    if grpc_server is not None:
+        where["grpc_port"] = grpc_server.port
     if ctx.workers is not None:
         where.update(worker=ctx.workers.index, pid=os.getpid())
         # the in-flight gauge is a file shared with the other workers: sampled each second, not per request
@@ -219,7 +232,13 @@ async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, lambda: start_draining(ctx))
+
+    def drain() -> None:
+        start_draining(ctx)
+        if grpc_server is not None:
+            asyncio.ensure_future(grpc_server.set_serving(False))
+
+    loop.add_signal_handler(signal.SIGUSR1, drain)
 
     async def load() -> None:
         await loop.run_in_executor(None, lambda: repository.load_all(formats.loader(s), warmup=s.warmup))
@@ -234,6 +253,8 @@ async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) 
         gc.collect()
         gc.freeze()
         if repository.ready and not ctx.draining:
+            if grpc_server is not None:
+                await grpc_server.set_serving(True)
             ctx.metrics.ready.set(1)
             if ctx.workers is not None:
                 ctx.workers.set_ready(True)
@@ -249,11 +270,13 @@ async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) 
     # listening until nothing is in flight and every connection has ended: after its answer, or, for
     # one idle for IDLE_GRACE_SECONDS, closed here (its client is not sending; closing a connection a
     # client is about to reuse, or the listener while clients still connect, would lose requests).
-    start_draining(ctx)
+    drain()
     deadline = time.monotonic() + s.drain_seconds
     while (ctx.in_flight > 0 or server.connections) and time.monotonic() < deadline:
         server.close_idle(IDLE_GRACE_SECONDS)
         await asyncio.sleep(0.05)
+    if grpc_server is not None:  # nothing in flight: calls still arriving get UNAVAILABLE
+        await grpc_server.stop(grace=max(0.0, deadline - time.monotonic()))
     server.stop()
     await server.close_all_connections()
     loading.cancel()

@@ -1,9 +1,10 @@
 """Any exception as an answer: its status, its headers and its body, in the form its route speaks.
 
-The one place an error becomes bytes. V1, V2, the seed paths and the pages answer
-``{"error": message}``; the OpenAI routes answer the envelope ``{"error": {"message", "type",
-"param", "code"}}``, and inside an event stream that same envelope as one ``data:`` event. Status,
-type, code and extra headers (``Retry-After``) come from the error's class in ``modelserver.errors``.
+The one place an error becomes bytes, or for gRPC a status code and a message (``grpc_error``).
+V1, V2, the seed paths and the pages answer ``{"error": message}``; the OpenAI routes answer the
+envelope ``{"error": {"message", "type", "param", "code"}}``, and inside an event stream that same
+envelope as one ``data:`` event. Status, type, code and extra headers (``Retry-After``) come from
+the error's class in ``modelserver.errors``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,22 @@ _BY_STATUS: dict[int, type[ModelServerError]] = {
 }
 
 
+#: the gRPC status code (a ``grpc.StatusCode`` name) of each HTTP status: the gRPC transport's
+#: errors come from the same classes, so both mappings live here
+GRPC_CODES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    413: "RESOURCE_EXHAUSTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
 @dataclass(frozen=True)
 class ErrorAnswer:
     status: int
@@ -62,6 +79,13 @@ def render_error(exc: BaseException, form: ErrorForm = PLAIN) -> ErrorAnswer:
     err = as_server_error(exc)
     body = err.openai_body() if form == OPENAI else {"error": err.message}
     return ErrorAnswer(err.status, dict(type(err).headers), jsonio.dumps(body))
+
+
+def grpc_error(exc: BaseException) -> tuple[int, str, str]:
+    """An exception as a gRPC answer: the HTTP status it has (for the metrics and the access line),
+    the gRPC code's name and the message (a bug is INTERNAL, its message not shown)."""
+    err = as_server_error(exc)
+    return err.status, GRPC_CODES.get(err.status, "INTERNAL"), err.message
 
 
 def sse_error_event(exc: BaseException) -> bytes:

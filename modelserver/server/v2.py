@@ -3,13 +3,10 @@ infer and explain through the data plane."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from modelserver import __version__
-from modelserver.codecs.v2 import HEADER_LENGTH
+from modelserver.codecs.v2 import HEADER_LENGTH, model_metadata
 from modelserver.dataplane import TensorCall
 from modelserver.errors import NotReady
-from modelserver.interface import Servable, Signature
 from modelserver.server.base import BaseHandler
 from modelserver.server.exchange import InferenceExchange
 
@@ -57,17 +54,6 @@ class ServerMetadataHandler(BaseHandler):
 
     async def get(self) -> None:
         self.write_json({"name": "modelserver", "version": __version__, "extensions": EXTENSIONS})
-
-
-def model_metadata(servable: Servable, versions: list[int], sig: Signature) -> dict[str, Any]:
-    return {
-        "name": servable.name,
-        "versions": [str(v) for v in versions],
-        "platform": servable.platform,
-        "inputs": [t.describe() for t in sig.inputs],
-        "outputs": [t.describe() for t in sig.outputs],
-        "parameters": {"signature_name": sig.name, "signatures": sorted(servable.signatures)},
-    }
 
 
 class ModelMetadataHandler(BaseHandler):

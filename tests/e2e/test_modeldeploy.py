@@ -204,6 +204,44 @@ def test_demo_example_serves_v1_and_v2_from_host_and_cluster(installed, ns, refe
     np.testing.assert_allclose(json.loads(out.strip().splitlines()[-1])["predictions"], expected, rtol=1e-5)
 
 
+GRPC_CLIENT = """
+import sys, grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(sys.argv[1]))
+print(health_pb2.HealthCheckResponse.ServingStatus.Name(stub.Check(health_pb2.HealthCheckRequest(service="iris"), timeout=30).status))
+"""
+
+
+def test_grpc_through_the_service_with_a_grpc_readiness_probe(installed, ns, reference):
+    """The demo model with the kubelet probing gRPC health: Ready, then tritonclient.grpc through a
+    port-forward to the Service's gRPC port, and the health service from a pod in the cluster."""
+    import tritonclient.grpc as grpcclient
+
+    cluster = installed
+    mdep = {"apiVersion": "modeldeploy.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "iris-grpc"},
+            "spec": {"readinessProbe": "grpc", "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}}}}
+    kubectl(cluster, "-n", ns, "apply", "-f", "-", input=json.dumps(mdep))
+    wait_ready(cluster, ns, "iris-grpc")
+    dep = json.loads(kubectl(cluster, "-n", ns, "get", "deployment/iris-grpc", "-o", "json").stdout)
+    probe = dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert probe["grpc"] == {"port": 8081, "service": ""}
+    status = mdep_status(cluster, ns, "iris-grpc")
+    assert status["grpcAddress"] == f"iris-grpc.{ns}.svc.cluster.local:8081"
+
+    _, expected = reference
+    with cluster.port_forward(ns, "svc/iris-grpc", 8081) as port:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        assert client.is_server_ready() and client.is_model_ready("iris-grpc")
+        x = grpcclient.InferInput("features", [2, 4], "FP32")
+        x.set_data_from_numpy(np.array(ROWS, np.float32))
+        np.testing.assert_allclose(client.infer("iris-grpc", [x]).as_numpy("probabilities"), expected, rtol=1e-5)
+
+    out = run_pod(cluster, ns, "grpc-client", ["-c", GRPC_CLIENT.replace('"iris"', '"iris-grpc"'),
+                                               status["grpcAddress"]])
+    assert out.strip().splitlines()[-1] == "SERVING"
+    kubectl(cluster, "-n", ns, "delete", "mdep/iris-grpc", "--wait=false")
+
+
 def _archive(src: Path, dest: Path, top: str) -> Path:
     with tarfile.open(dest, "w:gz") as t:
         t.add(src, arcname=top)

@@ -30,10 +30,14 @@ class Server:
 
     def __init__(self, model: Path | None, *args: str, log: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
+        #: each server its own gRPC port (the default, 8081, would be shared by every test server)
+        self.grpc_port = free_port()
         self.log_path = log
         cmd = [sys.executable, "-m", "modelserver", "serve"]
         if model is not None:
             cmd.append(str(model))
+        if "--grpc-port" not in args:
+            args = ("--grpc-port", str(self.grpc_port), *args)
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), *args]
         self._log = open(log, "wb")
         full_env = {**os.environ, **(env or {})}

@@ -28,7 +28,7 @@ def test_every_server_variable_the_operator_sets_is_a_declared_setting():
     })
     declared = {settings.env_name(name) for name in settings.setting_kinds()}
     names = {e["name"] for e in builders.server_env(spec)}
-    assert names <= declared and len(names) == 20
+    assert names <= declared and len(names) == 21
 
 
 def test_an_undeclared_setting_has_no_variable():

@@ -277,3 +277,17 @@ def test_protocol_auto_follows_the_model_format():
     spec = parse("llm", "ml", {"model": {"format": "huggingface"}})
     assert spec.protocol == "auto" and builders.url(spec) == "http://llm.ml.svc.cluster.local/openai/v1"
     assert env(build({})["Deployment"])["MODELSERVER_PROTOCOL"] == "auto"
+
+
+def test_the_grpc_port_on_the_container_and_the_service_and_a_grpc_readiness_probe():
+    out = build({})
+    c = container(out["Deployment"])
+    assert {"name": "grpc", "containerPort": 8081, "protocol": "TCP"} in c["ports"]
+    assert env(out["Deployment"])["MODELSERVER_GRPC_PORT"] == "8081"
+    assert {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"} in (
+        out["Service"]["spec"]["ports"])
+    assert builders.grpc_address(parse("iris", "ml", {})) == "iris.ml.svc.cluster.local:8081"
+    probe = container(build({"readinessProbe": "grpc"})["Deployment"])["readinessProbe"]
+    assert probe["grpc"] == {"port": 8081, "service": ""} and "httpGet" not in probe
+    with pytest.raises(SpecError, match="readinessProbe: expected http or grpc"):
+        build({"readinessProbe": "tcp"})

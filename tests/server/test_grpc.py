@@ -1,0 +1,199 @@
+"""gRPC with the clients users have: ``tritonclient.grpc`` (raw contents), the generated stub with
+typed contents, the standard health client and server reflection; answers equal to HTTP's and to
+the model in-process; every error code; API keys; a deadline; health turning NOT_SERVING on drain."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import grpc
+import numpy as np
+import pytest
+import requests
+import tritonclient.grpc as grpcclient
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor, triton_to_np_dtype
+
+from tests import models
+
+X = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], np.float32)
+
+
+def address(server) -> str:
+    return f"127.0.0.1:{server.grpc_port}"
+
+
+@pytest.fixture(scope="module")
+def client(iris):
+    return grpcclient.InferenceServerClient(address(iris))
+
+
+@pytest.fixture(scope="module")
+def stub(iris):
+    return pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(address(iris)))
+
+
+def features(x: np.ndarray) -> grpcclient.InferInput:
+    inp = grpcclient.InferInput("features", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    return inp
+
+
+def test_state_and_metadata(client):
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("iris")
+    assert client.get_server_metadata().name == "modelserver"
+    meta = client.get_model_metadata("iris")
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("features", "FP32", [-1, 4])]
+    assert [t.name for t in meta.outputs] == ["probabilities"] and list(meta.versions) == ["1"]
+
+
+def test_infer_equals_http_and_the_model_in_process(client, iris, iris_path):
+    result = client.infer("iris", [features(X)], request_id="g1")
+    ref = models.in_process(iris_path / "1", features=X)["probabilities"]
+    np.testing.assert_array_equal(result.as_numpy("probabilities"), ref)
+    assert result.get_response().id == "g1" and result.get_response().model_name == "iris"
+    http = requests.post(iris.url("/v2/models/iris/infer"), timeout=30, json={
+        "inputs": [{"name": "features", "shape": [3, 4], "datatype": "FP32", "data": X.ravel().tolist()}]}).json()
+    np.testing.assert_array_equal(np.array(http["outputs"][0]["data"], np.float32).reshape(3, 3), ref)
+
+
+def test_typed_contents_and_a_named_version(stub, iris_path):
+    request = pb.ModelInferRequest(model_name="iris", model_version="1")
+    t = request.inputs.add(name="features", datatype="FP32", shape=[3, 4])
+    t.contents.fp32_contents.extend(X.ravel().tolist())
+    request.outputs.add(name="probabilities")
+    answer = stub.ModelInfer(request, timeout=30)
+    out = np.frombuffer(answer.raw_output_contents[0], np.float32).reshape(3, 3)
+    np.testing.assert_array_equal(out, models.in_process(iris_path / "1", features=X)["probabilities"])
+    assert answer.outputs[0].datatype == "FP32" and list(answer.outputs[0].shape) == [3, 3]
+
+
+def test_every_datatype_raw_and_typed(multi):
+    server, path = multi
+    client = grpcclient.InferenceServerClient(address(server))
+    values = {"x": np.array([[1, 2, 3], [4, 5, 6]], np.float32), "k": np.array([2, 3], np.int64),
+              "text": np.array([b"ab", "\u00e9".encode()], object), "flag": np.array([True, False])}
+    datatypes = {"x": "FP32", "k": "INT64", "text": "BYTES", "flag": "BOOL"}
+    inputs = []
+    for name, v in values.items():
+        inp = grpcclient.InferInput(name, list(v.shape), datatypes[name])
+        inp.set_data_from_numpy(v)
+        inputs.append(inp)
+    raw = client.infer("multi", inputs)
+    ref = models.in_process(path, **values)
+    for name in ref:
+        np.testing.assert_array_equal(raw.as_numpy(name), ref[name])
+    stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(address(server)))
+    request = pb.ModelInferRequest(model_name="multi")
+    fields = {"x": "fp32_contents", "k": "int64_contents", "text": "bytes_contents", "flag": "bool_contents"}
+    for name, v in values.items():
+        t = request.inputs.add(name=name, datatype=datatypes[name], shape=list(v.shape))
+        getattr(t.contents, fields[name]).extend(v.ravel().tolist())
+    typed = stub.ModelInfer(request, timeout=30)
+    assert sorted(o.name for o in typed.outputs) == sorted(ref)
+    for out, raw_bytes in zip(typed.outputs, typed.raw_output_contents):
+        if out.datatype == "BYTES":
+            got = deserialize_bytes_tensor(raw_bytes)
+        else:
+            got = np.frombuffer(raw_bytes, triton_to_np_dtype(out.datatype))
+        np.testing.assert_array_equal(got.reshape(list(out.shape)), ref[out.name])
+
+
+def code_of(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as e:
+        call()
+    return e.value.code(), e.value.details()
+
+
+def test_errors_have_their_codes_and_say_what_was_expected(stub, iris):
+    def infer(**kw):
+        request = pb.ModelInferRequest(model_name=kw.pop("model", "iris"))
+        t = request.inputs.add(name="features", datatype=kw.pop("datatype", "FP32"), shape=kw.pop("shape", [1, 4]))
+        t.contents.fp32_contents.extend(kw.pop("values", [1.0, 2.0, 3.0, 4.0]))
+        return lambda: stub.ModelInfer(request, timeout=30)
+
+    code, message = code_of(infer(shape=[1, 3]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "expected shape [-1, 4], got [1, 3]" in message
+    code, message = code_of(infer(shape=[2, 4]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "needs 8 values, got 4" in message
+    code, message = code_of(infer(datatype="INT64"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "contents.int64_contents, got contents.fp32_contents" in message
+    code, message = code_of(infer(model="nope"))
+    assert code == grpc.StatusCode.NOT_FOUND and "nope" in message
+    code, _ = code_of(lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="iris", version="7"), timeout=30))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, _ = code_of(lambda: stub.ModelStatistics(pb.ModelStatisticsRequest(name="iris"), timeout=30))
+    assert code == grpc.StatusCode.UNIMPLEMENTED
+    # the server goes on answering
+    assert stub.ServerLive(pb.ServerLiveRequest(), timeout=30).live
+
+
+def test_a_message_over_the_body_limit_is_refused(start_server, iris_path):
+    server = start_server(iris_path, "--max-body-bytes", "100000")
+    client = grpcclient.InferenceServerClient(address(server))
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("iris", [features(np.ones((10_000, 4), np.float32))])
+    assert e.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+    assert client.infer("iris", [features(X)]).as_numpy("probabilities").shape == (3, 3)
+
+
+def test_api_keys_come_from_the_metadata(start_server, iris_path):
+    server = start_server(iris_path, env={"MODELSERVER_API_KEYS": "k1,k2"})
+    client = grpcclient.InferenceServerClient(address(server))
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("iris", [features(X)])
+    assert e.value.status() == "StatusCode.UNAUTHENTICATED" and "API key" in e.value.message()
+    assert client.infer("iris", [features(X)], headers={"authorization": "Bearer k2"}).as_numpy("probabilities") is not None
+    assert client.infer("iris", [features(X)], headers={"x-api-key": "k1"}).as_numpy("probabilities") is not None
+    with pytest.raises(InferenceServerException):
+        client.infer("iris", [features(X)], headers={"x-api-key": "wrong"})
+    assert client.is_server_live()  # health needs no key
+
+
+def test_a_deadline_ends_a_slow_call(start_server, model_dir):
+    server = start_server(models.slow(model_dir / "slow-grpc", 2.0), "--no-warmup")
+    stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(address(server)))
+    request = pb.ModelInferRequest(model_name="slow-grpc")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 1]).contents.fp32_contents.append(1.0)
+    code, _ = code_of(lambda: stub.ModelInfer(request, timeout=0.5))
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    answer = stub.ModelInfer(request, timeout=30)
+    assert np.frombuffer(answer.raw_output_contents[0], np.float32).tolist() == [2.0]
+
+
+def test_metrics_and_access_log_say_grpc(iris, client):
+    client.infer("iris", [features(X)], request_id="metrics")
+    text = requests.get(iris.url("/metrics"), timeout=30).text
+    assert 'protocol="grpc"' in text and 'endpoint="infer"' in text
+
+
+def test_reflection_lists_the_services(iris):
+    stub = reflection_pb2_grpc.ServerReflectionStub(grpc.insecure_channel(address(iris)))
+    (answer,) = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=30)
+    names = {s.name for s in answer.list_services_response.service}
+    assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
+
+
+def test_health_per_model_and_not_serving_once_draining(start_server, iris_path):
+    server = start_server(iris_path, "--drain-seconds", "5")
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(address(server)))
+
+    def status(service: str) -> int:
+        return health.Check(health_pb2.HealthCheckRequest(service=service), timeout=30).status
+
+    serving = health_pb2.HealthCheckResponse.SERVING
+    deadline = time.monotonic() + 30
+    while status("") != serving and time.monotonic() < deadline:  # set once the models are loaded
+        time.sleep(0.1)
+    assert status("") == serving and status("iris") == serving and status("inference.GRPCInferenceService") == serving
+    code, _ = code_of(lambda: status("no-such-model"))
+    assert code == grpc.StatusCode.NOT_FOUND
+    server.proc.send_signal(signal.SIGUSR1)  # what the preStop hook sends
+    deadline = time.monotonic() + 10
+    while status("") == serving and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert status("") == health_pb2.HealthCheckResponse.NOT_SERVING and status("iris") != serving
