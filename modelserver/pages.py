@@ -89,6 +89,42 @@ def examples_for(servable: Servable, sig: Signature) -> list[Example]:
     ]
 
 
+_CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+             "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
+             "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
+             "FP64": "fp64_contents", "BYTES": "bytes_contents"}
+
+
+def _flat(value: Any) -> list[Any]:
+    return [x for v in value for x in _flat(v)] if isinstance(value, list) else [value]
+
+
+def grpc_examples(servable: Servable, sig: Signature, address: str, auth: bool) -> str:
+    """A ``tritonclient.grpc`` snippet and a ``grpcurl`` line for a signature (its example values)."""
+    body = v2_body(sig, servable.examples)["inputs"]
+    lines = ["import numpy as np", "import tritonclient.grpc as grpcclient", "",
+             f"client = grpcclient.InferenceServerClient('{address}')", "inputs = []"]
+    for t in body:
+        kind = "object" if t["datatype"] == "BYTES" else "np." + {"BOOL": "bool_", "FP16": "float16"}.get(
+            t["datatype"], t["datatype"].lower().replace("fp", "float"))
+        values = [v.encode() if isinstance(v, str) else v for v in _flat(t["data"])]
+        lines += [f"x = grpcclient.InferInput({t['name']!r}, {t['shape']}, {t['datatype']!r})",
+                  f"x.set_data_from_numpy(np.array({values!r}, dtype={kind}).reshape({t['shape']}))",
+                  "inputs.append(x)"]
+    headers = ", headers={'authorization': 'Bearer ' + API_KEY}" if auth else ""
+    params = "" if sig.name == "serving_default" else f", parameters={{'signature_name': {sig.name!r}}}"
+    lines.append(f"result = client.infer({servable.name!r}, inputs{params}{headers})")
+    lines += [f"print(result.as_numpy({t.name!r}))" for t in sig.outputs]
+    request: dict[str, Any] = {"model_name": servable.name, "inputs": [
+        {"name": t["name"], "datatype": t["datatype"], "shape": t["shape"],
+         "contents": {_CONTENTS.get(t["datatype"], "fp32_contents"): _flat(t["data"])}} for t in body]}
+    if sig.name != "serving_default":
+        request["parameters"] = {"signature_name": {"string_param": sig.name}}
+    key = " -H 'authorization: Bearer '$API_KEY" if auth else ""
+    grpcurl = f"grpcurl -plaintext{key} -d {_quoted(json.dumps(request))} {address} inference.GRPCInferenceService/ModelInfer"
+    return "\n".join(lines) + "\n\n" + grpcurl
+
+
 def chat_body(model: str) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 32}
 
@@ -239,10 +275,11 @@ def mapping_section(request: Any, response: Any, example: Any, base: str, auth: 
 
 def render_home(
     servables: list[Servable], versions: dict[str, list[int]], base: str, *, ready: bool, protocol: str, auth: bool,
-    mapping: list[str] | None = None,
+    mapping: list[str] | None = None, grpc: str | None = None,
 ) -> str:
     """The ``GET /`` page: each model's versions, signatures and examples, main protocol first
-    (and ``mapping``, the custom mapping's section, first of all when there is one)."""
+    (and ``mapping``, the custom mapping's section, first of all when there is one; ``grpc``, the
+    gRPC server's address, when it serves)."""
     order = ["V1", "V2"] if protocol != "v2" else ["V2", "V1"]
     state = "<span class='ok'>ready</span>" if ready else "<span class='bad'>not ready</span>"
     parts = [f"<h1>modelserver</h1><p>Status: {state}. <a href='/docs'>API docs</a> · <a href='/openapi.json'>OpenAPI</a>"
@@ -260,6 +297,9 @@ def render_home(
             parts.append("<table><tr><th>output</th><th>datatype</th><th>shape</th></tr>" + _tensor_rows(sig.outputs) + "</table>")
             examples = {e.title: e for e in examples_for(s, sig)}
             parts.extend(_example(examples[title], base, auth) for title in order)
+            if grpc is not None and sig.inputs and not getattr(s, "kind", None):
+                parts.append(f"<p>gRPC (Open Inference Protocol) on <code>{html.escape(grpc)}</code>, with "
+                             f"tritonclient and grpcurl:</p><pre>{html.escape(grpc_examples(s, sig, grpc, auth))}</pre>")
         if openai and protocol != "openai":
             parts.extend(openai)
     return _page("modelserver", parts, auth=auth)

@@ -219,6 +219,7 @@ async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) 
                 "grpc_port": s.grpc_port, "error": str(e), "hint": "choose another with --grpc-port (0: none)"})
         else:
             await grpc_server.start()
+            ctx.grpc_port = grpc_server.port
     where = {"host": s.host, "port": s.port, "models": list(repository.models),
              "max_connections": server.max_connections}
     if grpc_server is not None:

@@ -31,6 +31,8 @@ class ServerContext:
     workers: WorkerGroup | None = None
     #: the ``X-Modelserver-Worker`` header value (this process's id) when there are several workers
     worker_id: str = ""
+    #: the gRPC server's port once it serves (None: it does not)
+    grpc_port: int | None = None
 
     def __post_init__(self) -> None:
         if self.workers is not None:

@@ -42,9 +42,10 @@ class HomeHandler(BaseHandler):
             example = json.loads(s.mapping_example) if s.mapping_example else None
             section = pages.mapping_section(mapping.request_template, mapping.response_template, example, base, auth)
         self.set_header("Content-Type", "text/html; charset=utf-8")
+        grpc = f"{self.request.host_name}:{self.ctx.grpc_port}" if self.ctx.grpc_port else None
         self.finish(
             pages.render_home(servables, versions, base, ready=self.ctx.ready, protocol=self.ctx.protocol, auth=auth,
-                              mapping=section)
+                              mapping=section, grpc=grpc)
         )
 
 

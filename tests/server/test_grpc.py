@@ -197,3 +197,33 @@ def test_health_per_model_and_not_serving_once_draining(start_server, iris_path)
     while status("") == serving and time.monotonic() < deadline:
         time.sleep(0.05)
     assert status("") == health_pb2.HealthCheckResponse.NOT_SERVING and status("iris") != serving
+
+
+def test_the_home_page_s_grpc_examples_run_as_shown(multi, capsys):
+    """The tritonclient snippet runs as the page shows it, and the grpcurl body is a ModelInferRequest
+    (sent here with the generated stub: grpcurl itself is not installed)."""
+    import html
+    import json
+    import re
+
+    from google.protobuf import json_format
+
+    server, _ = multi
+    page = requests.get(server.url("/"), timeout=30).text
+    (snippet,) = [html.unescape(p) for p in re.findall(r"gRPC \(Open Inference Protocol\).*?<pre>(.*?)</pre>", page, re.S)]
+    code, grpcurl = snippet.split("\n\ngrpcurl ")
+    assert f"127.0.0.1:{server.grpc_port}" in code
+    exec(compile(code, "home-page", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "[b'TEXT!']" in printed  # the "shout" output of the example text
+    body = json.loads(re.search(r"-d '(.*)' 127", grpcurl).group(1))
+    request = json_format.ParseDict(body, pb.ModelInferRequest())
+    stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(address(server)))
+    assert {o.name for o in stub.ModelInfer(request, timeout=30).outputs} >= {"shout", "total"}
+
+
+def test_a_taken_grpc_port_leaves_http_serving(start_server, iris_path, iris):
+    server = start_server(iris_path, "--grpc-port", str(iris.grpc_port))  # the iris fixture's port
+    assert requests.get(server.url("/v2/health/ready"), timeout=30).status_code == 200
+    assert "gRPC is not served" in server.log()
+    assert "gRPC (Open Inference Protocol)" not in requests.get(server.url("/"), timeout=30).text
