@@ -227,3 +227,23 @@ def test_a_taken_grpc_port_leaves_http_serving(start_server, iris_path, iris):
     assert requests.get(server.url("/v2/health/ready"), timeout=30).status_code == 200
     assert "gRPC is not served" in server.log()
     assert "gRPC (Open Inference Protocol)" not in requests.get(server.url("/"), timeout=30).text
+
+
+def test_sigterm_lets_grpc_calls_in_flight_finish(start_server, model_dir):
+    import threading
+
+    server = start_server(models.slow(model_dir / "slow-drain-grpc", 1.5), "--no-warmup")
+    stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(address(server)))
+    request = pb.ModelInferRequest(model_name="slow-drain-grpc")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 1]).contents.fp32_contents.append(1.0)
+    answers: list[object] = []
+    calls = [threading.Thread(target=lambda: answers.append(stub.ModelInfer(request, timeout=30))) for _ in range(3)]
+    for c in calls:
+        c.start()
+    time.sleep(0.5)  # in flight
+    server.proc.send_signal(signal.SIGTERM)
+    for c in calls:
+        c.join()
+    assert len(answers) == 3
+    assert all(np.frombuffer(a.raw_output_contents[0], np.float32).tolist() == [2.0] for a in answers)
+    assert server.proc.wait(30) == 0
