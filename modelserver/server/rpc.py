@@ -53,7 +53,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 headers.add(key, value)
         cycle = RequestCycle(self.ctx, "POST", f"/{SERVICE}/{endpoint}", headers)
         cycle.start(None)
-        context.set_trailing_metadata((("x-request-id", cycle.request_id),))
+        context.set_trailing_metadata(tuple((k.lower(), v) for k, v in cycle.answer_headers().items()))
         status = 200
         try:
             cycle.admit(headers, needs_auth)

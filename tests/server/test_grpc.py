@@ -247,3 +247,19 @@ def test_sigterm_lets_grpc_calls_in_flight_finish(start_server, model_dir):
     assert len(answers) == 3
     assert all(np.frombuffer(a.raw_output_contents[0], np.float32).tolist() == [2.0] for a in answers)
     assert server.proc.wait(30) == 0
+
+
+def test_worker_processes_share_the_grpc_port(start_server, iris_path):
+    """With --workers 2 both workers serve gRPC on one port (SO_REUSEPORT): new connections reach
+    both, each answer saying which in its trailing metadata, as HTTP answers do in a header."""
+    server = start_server(iris_path, "--workers", "2")
+    seen: set[str] = set()
+    for _ in range(40):
+        channel = grpc.insecure_channel(address(server))
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        _, call = stub.ServerLive.with_call(pb.ServerLiveRequest(), timeout=30)
+        seen.add(dict(call.trailing_metadata())["x-modelserver-worker"])
+        channel.close()
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2
