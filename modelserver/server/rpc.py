@@ -1,5 +1,6 @@
-"""The gRPC transport: the Open Inference Protocol's ``inference.GRPCInferenceService``, the
-standard health service and server reflection, on ``--grpc-port`` in the HTTP server's event loop.
+"""The gRPC transport: the Open Inference Protocol's ``inference.GRPCInferenceService``, TensorFlow
+Serving's ``PredictionService`` (Predict, GetModelMetadata) and ``ModelService`` (GetModelStatus),
+the standard health service and server reflection, on ``--grpc-port`` in the HTTP server's event loop.
 
 Thin, like the HTTP transports: each call goes through a ``RequestCycle`` (request id, in-flight
 count, the API key from the ``authorization`` or ``x-api-key`` metadata, metrics with
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
@@ -26,7 +27,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from modelserver import __version__
 from modelserver.codecs import v2grpc
-from modelserver.errors import ModelServerError, NotReady
+from modelserver.errors import ModelServerError, NotFound, NotReady
 from modelserver.server.context import ServerContext
 from modelserver.server.errors import grpc_error, log_failure, log_unhandled
 from modelserver.server.pipeline import RequestCycle
@@ -38,8 +39,10 @@ SERVICE = "inference.GRPCInferenceService"
 EXTENSIONS = ["binary_tensor_data"]
 
 
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    """The Open Inference Protocol's RPCs (Triton's further ones answer UNIMPLEMENTED)."""
+class Calls:
+    """What every RPC goes through (see the module doc)."""
+
+    service = SERVICE
 
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
@@ -51,7 +54,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         for key, value in context.invocation_metadata() or ():
             if isinstance(value, str):
                 headers.add(key, value)
-        cycle = RequestCycle(self.ctx, "POST", f"/{SERVICE}/{endpoint}", headers)
+        cycle = RequestCycle(self.ctx, "POST", f"/{self.service}/{endpoint}", headers)
         cycle.start(None)
         context.set_trailing_metadata(tuple((k.lower(), v) for k, v in cycle.answer_headers().items()))
         status = 200
@@ -68,6 +71,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise  # abort raises; this line is not reached
         finally:
             cycle.close(status, model, "grpc", endpoint)
+
+class InferenceService(Calls, pb_grpc.GRPCInferenceServiceServicer):
+    """The Open Inference Protocol's RPCs (Triton's further ones answer UNIMPLEMENTED)."""
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: aio.ServicerContext) -> pb.ServerLiveResponse:
         async def live() -> pb.ServerLiveResponse:
@@ -121,6 +127,64 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return await self.call(context, "infer", request.model_name, infer)
 
 
+def tfserving_services(ctx: ServerContext) -> list[tuple[Any, Callable[[Any, aio.Server], None], str]]:
+    """TensorFlow Serving's PredictionService and ModelService (servicer, how it is added, its
+    name), when ``tensorflow-serving-api`` is installed; else none, said once in the log."""
+    try:
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        from modelserver.codecs import tfserving
+    except ImportError as e:
+        log.warning("TensorFlow Serving's gRPC services are not served: tensorflow-serving-api is missing",
+                    extra={"error": str(e)})
+        return []
+
+    class PredictionService(Calls, prediction_service_pb2_grpc.PredictionServiceServicer):
+        service = "tensorflow.serving.PredictionService"
+
+        async def Predict(self, request: Any, context: aio.ServicerContext) -> Any:
+            async def predict() -> Any:
+                plane = self.ctx.plane
+                version, label = tfserving.version_of(request.model_spec)
+                servable = plane.servable(request.model_spec.name, version, label)
+                sig = plane.signature(servable, request.model_spec.signature_name or None)
+                names = tfserving.outputs_wanted(request, sig)
+                tensors = tfserving.decode(request, sig, max_instances=self.ctx.settings.max_instances)
+                (outputs,) = await plane.predict(servable, sig, [tensors])
+                return tfserving.encode(outputs, names, servable, sig)
+
+            return await self.call(context, "predict", request.model_spec.name, predict)
+
+        async def GetModelMetadata(self, request: Any, context: aio.ServicerContext) -> Any:
+            async def metadata() -> Any:
+                version, label = tfserving.version_of(request.model_spec)
+                servable = self.ctx.plane.servable(request.model_spec.name, version, label)
+                return tfserving.metadata(request, servable)
+
+            return await self.call(context, "metadata", request.model_spec.name, metadata)
+
+    class ModelService(Calls, model_service_pb2_grpc.ModelServiceServicer):
+        service = "tensorflow.serving.ModelService"
+
+        async def GetModelStatus(self, request: Any, context: aio.ServicerContext) -> Any:
+            async def status() -> Any:
+                entry = self.ctx.plane.repository.entry(request.model_spec.name)
+                version, _ = tfserving.version_of(request.model_spec)
+                rows = [(n, v.state, v.error) for n, v in sorted(entry.versions.items())
+                        if version is None or str(n) == version]
+                if not rows:
+                    raise NotFound(f"model {entry.name!r} has no version {version}; it has {sorted(entry.versions)}")
+                return tfserving.status(rows)
+
+            return await self.call(context, "ready", request.model_spec.name, status)
+
+    return [
+        (PredictionService(ctx), prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server,
+         PredictionService.service),
+        (ModelService(ctx), model_service_pb2_grpc.add_ModelServiceServicer_to_server, ModelService.service),
+    ]
+
+
 class GRPCServer:
     """The gRPC server of one server process, with its health service kept in step with readiness."""
 
@@ -135,9 +199,14 @@ class GRPCServer:
             ("grpc.so_reuseport", 1 if ctx.workers is not None else 0),
         ])
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(ctx), self.server)
+        names = [SERVICE]
+        for servicer, add, name in tfserving_services(ctx):
+            add(servicer, self.server)
+            names.append(name)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        names = (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        self.services = list(names)  # each has a health status, as the server and each model have
+        names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, self.server)
         self.port = self.server.add_insecure_port(f"{s.host}:{s.grpc_port}")
 
@@ -149,8 +218,8 @@ class GRPCServer:
         """Health for the server ("") and for each model by name: SERVING once loaded, NOT_SERVING
         while loading and from the start of a drain."""
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        await self.health.set("", status)
-        await self.health.set(SERVICE, status)
+        for service in ["", *self.services]:
+            await self.health.set(service, status)
         for name, entry in self.ctx.plane.repository.models.items():
             loaded = serving and entry.ready
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING if loaded else

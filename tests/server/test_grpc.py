@@ -263,3 +263,68 @@ def test_worker_processes_share_the_grpc_port(start_server, iris_path):
         if len(seen) == 2:
             break
     assert len(seen) == 2
+
+
+# -- TensorFlow Serving's PredictionService and ModelService ---------------------------------------------
+def test_tensorflow_serving_predict_metadata_and_status(multi, versioned):
+    import tensorflow as tf
+    from google.protobuf import wrappers_pb2
+    from tensorflow_serving.apis import (
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    server, path = multi
+    channel = grpc.insecure_channel(address(server))
+    predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    values = {"x": np.array([[1, 2, 3], [4, 5, 6]], np.float32), "k": np.array([2, 3], np.int64),
+              "text": np.array([b"ab", b"cd"], object), "flag": np.array([True, False])}
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "multi"
+    request.model_spec.signature_name = "serving_default"
+    for name, v in values.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(v))
+    request.output_filter.extend(["shout", "total"])
+    answer = predict.Predict(request, timeout=30)
+    ref = models.in_process(path, **values)
+    assert sorted(answer.outputs) == ["shout", "total"] and answer.model_spec.version.value == 1
+    for name in answer.outputs:
+        np.testing.assert_array_equal(tf.make_ndarray(answer.outputs[name]), ref[name])
+
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(values["x"].astype(np.float64)))
+    code, message = code_of(lambda: predict.Predict(request, timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "expected float32 values (FP32), got float64" in message
+    del request.output_filter[:]
+    request.output_filter.append("nope")
+    code, message = code_of(lambda: predict.Predict(request, timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "output_filter" in message
+
+    meta_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    meta_request.model_spec.name = "multi"
+    meta = predict.GetModelMetadata(meta_request, timeout=30)
+    defs = get_model_metadata_pb2.SignatureDefMap()
+    meta.metadata["signature_def"].Unpack(defs)
+    serving = defs.signature_def["serving_default"]
+    assert sorted(serving.inputs) == ["flag", "k", "text", "x"]
+    assert serving.inputs["x"].dtype == tf.float32.as_datatype_enum
+    assert [d.size for d in serving.inputs["x"].tensor_shape.dim] == [-1, 3]
+
+    scaled = grpc.insecure_channel(address(versioned))
+    status_request = get_model_status_pb2.GetModelStatusRequest()
+    status_request.model_spec.name = "scaled"
+    status = model_service_pb2_grpc.ModelServiceStub(scaled).GetModelStatus(status_request, timeout=30)
+    assert [(s.version, s.state) for s in status.model_version_status] == [
+        (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE), (2, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
+    by_version = predict_pb2.PredictRequest()
+    by_version.model_spec.name = "scaled"
+    by_version.model_spec.version.CopyFrom(wrappers_pb2.Int64Value(value=2))
+    by_version.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[1.0, 2.0]], np.float32)))
+    out = prediction_service_pb2_grpc.PredictionServiceStub(scaled).Predict(by_version, timeout=30)
+    assert tf.make_ndarray(out.outputs["y"]).tolist() == [[2.0, 4.0]] and out.model_spec.version.value == 2
+    by_version.model_spec.ClearField("version")
+    by_version.model_spec.version_label = "stable"
+    out = prediction_service_pb2_grpc.PredictionServiceStub(scaled).Predict(by_version, timeout=30)
+    assert tf.make_ndarray(out.outputs["y"]).tolist() == [[1.0, 2.0]]
