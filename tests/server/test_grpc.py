@@ -328,3 +328,40 @@ def test_tensorflow_serving_predict_metadata_and_status(multi, versioned):
     by_version.model_spec.version_label = "stable"
     out = prediction_service_pb2_grpc.PredictionServiceStub(scaled).Predict(by_version, timeout=30)
     assert tf.make_ndarray(out.outputs["y"]).tolist() == [[1.0, 2.0]]
+
+
+def test_grpc_and_http_requests_are_batched_together(start_server, model_dir):
+    """Requests arriving while the model is busy merge into one call, whichever transport brought them."""
+    import re
+    import threading
+
+    server = start_server(models.slow(model_dir / "slow-mixed", 0.5), "--no-warmup")
+
+    def calls() -> float:
+        text = requests.get(server.url("/metrics"), timeout=10).text
+        m = re.search(r'^modelserver_batch_size_count\{model="slow-mixed"\} (\S+)$', text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(address(server)))
+    answers: dict[str, float] = {}
+
+    def over_grpc(i: int) -> None:
+        request = pb.ModelInferRequest(model_name="slow-mixed")
+        request.inputs.add(name="x", datatype="FP32", shape=[1, 1]).contents.fp32_contents.append(float(i))
+        answers[f"grpc{i}"] = float(np.frombuffer(stub.ModelInfer(request, timeout=30).raw_output_contents[0], np.float32)[0])
+
+    def over_http(i: int) -> None:
+        r = requests.post(server.url("/v1/models/slow-mixed:predict"), json={"instances": [[float(i)]]}, timeout=30)
+        answers[f"http{i}"] = r.json()["predictions"][0][0]
+
+    before = calls()
+    first = threading.Thread(target=over_http, args=(100,))  # keeps the model busy while the others arrive
+    first.start()
+    time.sleep(0.15)
+    threads = [threading.Thread(target=f, args=(i,)) for i in range(4) for f in (over_grpc, over_http)]
+    for t in threads:
+        t.start()
+    for t in [first, *threads]:
+        t.join()
+    assert answers == {"http100": 101.0, **{f"{k}{i}": i + 1.0 for i in range(4) for k in ("grpc", "http")}}
+    assert calls() - before <= 3, "the 8 requests that arrived while the model was busy should share a call or two"
