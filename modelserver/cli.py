@@ -63,6 +63,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"modelserver: {e}", file=sys.stderr)
         return 2
+    if s.model_repository:
+        return _serve_repository(s)
     if s.model_path and s.model_path.startswith(fetch.REMOTE):
         try:
             path = fetch.fetch_to_cache(s.model_path)
@@ -93,6 +95,46 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         ctx = app.build_context(s, path, name)
+    except (ModelLoadError, ValueError, OSError) as e:
+        print(f"modelserver: {e}", file=sys.stderr)
+        return 2
+    app.run_loop(app.serve(ctx), s.event_loop)
+    return 0
+
+
+def _serve_repository(s: settings_mod.Settings) -> int:
+    """Serve every model of a repository (``--model-repository``), loaded as the load policy says."""
+    from modelserver.runtime.repository import list_repository
+
+    if s.model_path:
+        print(f"modelserver: give a model path ({s.model_path}) or --model-repository ({s.model_repository}), "
+              "not both", file=sys.stderr)
+        return 2
+    if s.workers != 1:
+        print("modelserver: --model-repository serves from one process: each worker would load and unload its own "
+              "copies against its own budget; use replicas (or --workers 1)", file=sys.stderr)
+        return 2
+    if s.name or s.version_labels:
+        print("modelserver: --name and --version-labels name one model; a repository's models are named by their "
+              "directories", file=sys.stderr)
+        return 2
+    if "://" in s.model_repository and not s.model_repository.startswith("s3://"):
+        print(f"modelserver: a model repository is a directory or an s3:// prefix, got {s.model_repository}",
+              file=sys.stderr)
+        return 2
+    if not s.model_repository.startswith("s3://"):
+        try:
+            list_repository(Path(s.model_repository))
+        except ModelLoadError as e:
+            print(f"modelserver: {e.message}", file=sys.stderr)
+            return 2
+    # TensorFlow's oneDNN operations allocate from a pool that keeps what it once held: an unloaded
+    # model's memory would never go back. Without them it does (unless the user decided otherwise).
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    from modelserver.server import app
+
+    try:
+        ctx = app.build_context(s, None, "")
     except (ModelLoadError, ValueError, OSError) as e:
         print(f"modelserver: {e}", file=sys.stderr)
         return 2

@@ -13,6 +13,8 @@ from __future__ import annotations
 PROTOCOLS = ("auto", "v1", "v2", "openai")
 #: how a model is stored; ``auto`` tells it from the files
 FORMATS = ("auto", "tensorflow", "keras", "python", "huggingface")
+#: when a model repository's models load: all at start, or each on its first request (or load call)
+LOAD_POLICIES = ("all", "on-demand")
 
 #: the server's HTTP port in a pod
 HTTP_PORT = 8080

@@ -23,6 +23,7 @@ from modelserver.codecs.tensors import batch_rows
 from modelserver.dispatch import Dispatcher
 from modelserver.errors import InvalidInput
 from modelserver.interface import Servable, Signature, Tensors
+from modelserver.manager import Holder, ModelManager
 from modelserver.reading import OFFLOAD_BYTES, Answer, Reader, Signatures, TensorCall, read_body, write_answer
 from modelserver.runtime.repository import ModelRepository
 from modelserver.settings import Settings
@@ -40,11 +41,14 @@ class DataPlane:
     """The served models and the one way every protocol reaches them."""
 
     def __init__(
-        self, settings: Settings, repository: ModelRepository, dispatcher: Dispatcher, mapping: Mapping | None = None
+        self, settings: Settings, repository: ModelRepository, dispatcher: Dispatcher, mapping: Mapping | None = None,
+        manager: ModelManager | None = None,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self.dispatcher = dispatcher
+        #: with a model repository: what loads, unloads and holds its models
+        self.manager = manager
         #: the custom mapping of the single-model paths (``/predict``, ``/explain``), if any
         self.mapping = mapping
         self._large_reads = ThreadPoolExecutor(LARGE_READS, thread_name_prefix="large-body")
@@ -55,6 +59,33 @@ class DataPlane:
     def servable(self, model: str | None, version: str | None = None, label: str | None = None) -> Servable:
         """The loaded servable a request names (the served model when it names none); 404 or 503."""
         return self.repository.resolve(model or self.repository.default_name, version, label)
+
+    async def use(self, model: str | None, version: str | None = None, label: str | None = None,
+                  holder: Holder | None = None) -> Servable:
+        """``servable``, and with a model repository: the model loaded first when the load policy is
+        on-demand, and held by ``holder`` (a request cycle) until it ends, so it is not unloaded under it."""
+        if self.manager is None:
+            return self.servable(model, version, label)
+        return await self.manager.acquire(model or self.repository.default_name, version, label, holder)
+
+    # -- the repository extension -------------------------------------------------------------------
+    async def repository_index(self, ready_only: bool) -> list[dict[str, str]]:
+        """The models with their states (a repository is looked at again first: new models are listed)."""
+        if self.manager is not None:
+            await self.manager.scan()
+        return self.repository.index(ready_only)
+
+    async def repository_call(self, model: str, verb: str) -> None:
+        """Load (``load``) or unload (``unload``) a model of the repository."""
+        if self.manager is None:
+            raise InvalidInput(
+                f"models are loaded and unloaded only from a model repository (--model-repository); this server "
+                f"serves {', '.join(repr(n) for n in self.repository.models)}, given by path"
+            )
+        if verb == "load":
+            await self.manager.load(model)
+        else:
+            await self.manager.unload(model)
 
     def signatures(self, servable: Servable) -> Signatures:
         return Signatures(servable.name, servable.version, servable.signatures, self.settings.signature)
@@ -79,14 +110,15 @@ class DataPlane:
         return [await self.dispatcher.explain(servable, sig.name, b, target) for b in batches]
 
     # -- tensor requests ------------------------------------------------------------------------
-    async def infer(self, call: TensorCall) -> Answer:
+    async def infer(self, call: TensorCall, holder: Holder | None = None) -> Answer:
         """Resolve, decode, run and encode one tensor request. On the seed paths with a custom mapping,
         the caller's body is mapped first, and a prediction's answer after (explanations keep the
         standard form: the response template describes predictions). A large body is read, and a large
         answer written, in the reader process (``reading.Reader``): parsing megabytes holds a GIL for
         long and may take twenty times the body's size, and the IO loop must keep answering; on a
         mapped path (whose response template reads the caller's body) on the large-body thread."""
-        servable = self.servable(call.model, call.version, call.label)
+        servable = self.servable(call.model, call.version, call.label) if self.manager is None else (
+            await self.use(call.model, call.version, call.label, holder))
         call.served_model = call.model or self.repository.default_name  # only served names become labels
         sigs, limit = self.signatures(servable), self.settings.max_instances
         if len(call.body) < OFFLOAD_BYTES:
@@ -127,5 +159,7 @@ class DataPlane:
         return await asyncio.get_running_loop().run_in_executor(self._large_reads, paced)
 
     def close(self) -> None:
+        if self.manager is not None:
+            self.manager.close()
         self.reader.close()
         self._large_reads.shutdown(wait=False)

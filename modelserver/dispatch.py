@@ -315,5 +315,11 @@ class Dispatcher:
         steps = self.settings.explain_steps
         return await self.call(lambda: servable.explain(signature, inputs, target=target, steps=steps))
 
+    def forget(self, model: str) -> None:
+        """Drop what was kept of a model that was unloaded (its batch queues hold its servable)."""
+        for table in (self._queues, self._signatures):
+            for key in [k for k in table if k[0] == model]:
+                del table[key]
+
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

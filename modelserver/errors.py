@@ -116,6 +116,14 @@ class RequestTimeout(ModelServerError):
     kind = "timeout_error"
 
 
+class LoadFailed(ModelServerError):
+    """A repository's model could not be loaded when asked to (the repository API's load; 400, as
+    Triton answers it); requests for it get NotReady with the same reason."""
+
+    status = 400
+    code = "model_load_failed"
+
+
 class ModelLoadError(ModelServerError):
     """A model directory could not be loaded (raised at start-up, not per request)."""
 

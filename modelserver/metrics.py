@@ -1,5 +1,6 @@
-"""Prometheus metrics: requests, latency, in-flight requests, batch sizes, queue depth, and for
-generative models tokens, time to first token and inter-token latency.
+"""Prometheus metrics: requests, latency, in-flight requests, batch sizes, queue depth; for
+generative models tokens, time to first token and inter-token latency; for a model repository
+loads, load time, evictions, waits for a load and what is loaded.
 
 Each server owns its registry (tests run several servers in one process); ``GET /metrics`` renders it.
 With several worker processes (``--workers``), prometheus_client's multiprocess mode is on: every
@@ -66,6 +67,27 @@ class Metrics:
         self.itl = Histogram(
             "modelserver_inter_token_latency_seconds", "between consecutive tokens of one choice",
             ["model"], buckets=ITL_BUCKETS, registry=r,
+        )
+        # a model repository (--model-repository)
+        self.models_loaded = Gauge(
+            "modelserver_models_loaded", "models of the repository loaded", registry=r, multiprocess_mode="livesum"
+        )
+        self.loaded_bytes = Gauge(
+            "modelserver_loaded_model_bytes", "memory the loaded models are counted at against the budget", registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.model_loads = Counter(
+            "modelserver_model_loads", "model loads, by outcome (loaded, failed)", ["model", "outcome"], registry=r
+        )
+        self.model_load_seconds = Histogram(
+            "modelserver_model_load_seconds", "time to load a model (and warm it)", ["model"],
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0), registry=r,
+        )
+        self.model_evictions = Counter(
+            "modelserver_model_evictions", "models unloaded to make room in the memory budget", ["model"], registry=r
+        )
+        self.load_waits = Counter(
+            "modelserver_load_waits", "requests that waited for their model to load", ["model"], registry=r
         )
         # labelled children, looked up once per label set instead of once per request
         self._done: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}

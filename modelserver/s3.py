@@ -114,6 +114,30 @@ def _objects(client: Any, loc: S3Location) -> list[tuple[str, int]]:
     return found
 
 
+def list_models(uri: str, file_suffixes: tuple[str, ...]) -> dict[str, str]:
+    """A model repository under an S3 prefix: ``{name: uri}`` for each "directory" just below it
+    and each file in it with one of ``file_suffixes`` (as ``runtime.repository.list_repository``
+    reads a local one)."""
+    loc = parse(uri)
+    prefix = f"{loc.key}/" if loc.key else ""
+    found: dict[str, str] = {}
+    try:
+        pages = _client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix, Delimiter="/")
+        for page in pages:
+            for common in page.get("CommonPrefixes", []):
+                name = common["Prefix"][len(prefix):].rstrip("/")
+                if name and not name.startswith("."):
+                    found[name] = f"s3://{loc.bucket}/{prefix}{name}"
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(prefix):]
+                stem, dot, suffix = name.rpartition(".")
+                if dot and f".{suffix}" in file_suffixes and stem and not stem.startswith("."):
+                    found.setdefault(stem, f"s3://{loc.bucket}/{obj['Key']}")
+    except Exception as e:
+        raise _explain(e, loc.bucket, prefix) from e
+    return dict(sorted(found.items()))
+
+
 class _Progress:
     """A progress line at most once a second, for the whole fetch (boto3 calls it from its threads)."""
 

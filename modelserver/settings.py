@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from modelserver.contract import FORMATS, GRPC_PORT, HTTP_PORT, PROTOCOLS
+from modelserver.contract import FORMATS, GRPC_PORT, HTTP_PORT, LOAD_POLICIES, PROTOCOLS
 
 ENV_PREFIX = "MODELSERVER_"
 
@@ -29,6 +29,18 @@ class Settings:
         None, "model directory (SavedModel or Hugging Face), or a directory of numbered versions; the demo if empty"
     )
     name: str = _setting("", "model name in URLs (default: the directory's name, or 'iris')")
+    model_repository: str = _setting(
+        "", "a directory or s3:// prefix whose every subdirectory (and .keras file) is a model, served by its "
+        "name; instead of one model path",
+    )
+    load_policy: str = _setting(
+        "all", "with a model repository: load every model at start (all), or each when first asked for "
+        "(on-demand: a request or a load call; models added later are found then)", choices=LOAD_POLICIES,
+    )
+    max_loaded_bytes: int = _setting(
+        0, "with a model repository: memory the loaded models may take (0: no limit); least recently used idle "
+        "models are unloaded to make room",
+    )
     format: str = _setting(
         "auto", "how the model is stored: auto (from its files), tensorflow (SavedModel), keras (a .keras or "
         ".h5 file), python (a directory with model.py) or huggingface",

@@ -105,3 +105,11 @@ def in_process(path: Path, signature: str = "serving_default", **inputs):
     """Call a SavedModel's signature in this process, as the reference for server answers."""
     fn = tf.saved_model.load(str(path)).signatures[signature]
     return {k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+
+
+def weighted(path: Path, megabytes: float, factor: float = 1.0) -> Path:
+    """y = factor * x for x of shape [-1, 2], carrying ``megabytes`` of float32 weights (all zero but
+    the first), so its size on disk and in memory is mostly those weights."""
+    n = max(1, int(megabytes * 1024 * 1024 / 4))
+    w = tf.Variable(tf.concat([[factor], tf.zeros([n - 1])], 0))
+    return _save(path, [_spec([None, 2], tf.float32, "x")], lambda x: {"y": x * w[0]}, w=w)

@@ -299,3 +299,41 @@ def model_metadata(servable: Servable, versions: list[int], sig: Signature) -> d
         "outputs": [t.describe() for t in sig.outputs],
         "parameters": {"signature_name": sig.name, "signatures": sorted(servable.signatures)},
     }
+
+
+# -- the repository extension ---------------------------------------------------------------------
+def parse_repository_index(body: Any) -> bool:
+    """``POST /v2/repository/index``'s body (empty, or ``{"ready": bool}``): True to list only READY models."""
+    if body is None:
+        return False
+    if not isinstance(body, dict):
+        raise InvalidInput(f"repository index: expected a JSON object or no body, got {shown(body)}")
+    refuse_unknown(body, ("ready",), "repository index")
+    ready = body.get("ready", False)
+    if not isinstance(ready, bool):
+        raise InvalidInput(f"repository index: ready: expected true or false, got {shown(ready)}")
+    return ready
+
+
+def parse_repository_call(body: Any, verb: str) -> None:
+    """A load or unload call's body: empty, or ``{"parameters": {...}}``. Loading takes no parameters
+    (a model's files are its configuration); unloading takes ``unload_dependents`` (no model here
+    depends on another, so it changes nothing)."""
+    if body is None:
+        return
+    where = f"repository {verb}"
+    if not isinstance(body, dict):
+        raise InvalidInput(f"{where}: expected a JSON object or no body, got {shown(body)}")
+    refuse_unknown(body, ("parameters",), where)
+    params = body.get("parameters", {})
+    if not isinstance(params, dict):
+        raise InvalidInput(f"{where}: parameters: expected an object, got {shown(params)}")
+    allowed = ("unload_dependents",) if verb == "unload" else ()
+    for key, value in params.items():
+        if key not in allowed:
+            raise InvalidInput(
+                f"{where}: parameters: {shown(key)} is not served (models load from their files in the repository"
+                + ("; the only parameter is 'unload_dependents')" if verb == "unload" else ", with no parameters)")
+            )
+        if not isinstance(value, bool):
+            raise InvalidInput(f"{where}: parameters: {key}: expected true or false, got {shown(value)}")

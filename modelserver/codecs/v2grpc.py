@@ -101,3 +101,27 @@ def model_metadata(servable: Servable, versions: list[int], sig: Signature) -> p
     for t in meta["outputs"]:
         answer.outputs.add(**t)
     return answer
+
+
+# -- the repository extension ---------------------------------------------------------------------
+def _repository_name(name: str, where: str) -> None:
+    if name:
+        raise InvalidInput(f"{where}: repository_name: this server has one repository (leave it empty), got {shown(name)}")
+
+
+def repository_index(request: pb.RepositoryIndexRequest) -> bool:
+    """The index call's ``ready`` (True: only READY models)."""
+    _repository_name(request.repository_name, "repository index")
+    return bool(request.ready)
+
+
+def repository_call(request: pb.RepositoryModelLoadRequest | pb.RepositoryModelUnloadRequest, verb: str) -> str:
+    """A load or unload call checked as its HTTP body is (``v2.parse_repository_call``); the model's name."""
+    _repository_name(request.repository_name, f"repository {verb}")
+    params = {k: getattr(p, p.WhichOneof("parameter_choice") or "bool_param") for k, p in request.parameters.items()}
+    v2.parse_repository_call({"parameters": params} if params else None, verb)
+    return request.model_name
+
+
+def index_response(rows: list[dict[str, str]]) -> pb.RepositoryIndexResponse:
+    return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**row) for row in rows])

@@ -42,6 +42,8 @@ class ModelFormat:
     load: Callable[[str, int, Path, Settings], Servable]
     #: served by the generation engine (one process, no worker copies)
     generative: bool = False
+    #: start the runtime it loads on (once a process; a model repository measures each model's memory after it)
+    prepare: Callable[[], None] | None = None
 
 
 _REGISTRY: list[ModelFormat] = []
@@ -109,6 +111,12 @@ def loader(settings: Settings) -> Loader:
 # -- the formats served today ---------------------------------------------------------------------
 def _is_savedmodel(path: Path) -> bool:
     return path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file())
+
+
+def _start_tensorflow() -> None:
+    from modelserver.runtime.tensorflow import start_runtime  # heavy import, off the IO loop
+
+    start_runtime()
 
 
 def _load_savedmodel(name: str, version: int, path: Path, settings: Settings) -> Servable:
@@ -179,16 +187,18 @@ def _load_embedder(name: str, version: int, path: Path, settings: Settings) -> S
     return Embedder(name, version, path)
 
 
-register(ModelFormat("savedmodel", "tensorflow", "a SavedModel (saved_model.pb)", _is_savedmodel, _load_savedmodel))
+register(ModelFormat("savedmodel", "tensorflow", "a SavedModel (saved_model.pb)", _is_savedmodel, _load_savedmodel,
+                     prepare=_start_tensorflow))
 register(ModelFormat(
     "keras", "keras", "a Keras model file (.keras, or legacy .h5)", lambda p: keras_file(p) is not None, _load_keras,
+    prepare=_start_tensorflow,
 ))
 register(ModelFormat("python", "python", "a custom Python model (model.py with class Model)", _is_python, _load_python))
 register(ModelFormat(
     "hf-generative", "huggingface", "a Hugging Face directory (config.json) of a causal language model",
-    lambda p: _hf_kind(p) == "generative", _load_generator, generative=True,
+    lambda p: _hf_kind(p) == "generative", _load_generator, generative=True, prepare=_start_tensorflow,
 ))
 register(ModelFormat(
     "hf-embedder", "huggingface", "a Hugging Face directory (config.json) of an encoder",
-    lambda p: _hf_kind(p) == "embedder", _load_embedder,
+    lambda p: _hf_kind(p) == "embedder", _load_embedder, prepare=_start_tensorflow,
 ))

@@ -25,6 +25,7 @@ from modelserver.codecs import mapping
 from modelserver.contract import LIVE_PATH, READY_PATH
 from modelserver.dataplane import DataPlane
 from modelserver.dispatch import Dispatcher
+from modelserver.manager import ModelManager
 from modelserver.metrics import Metrics
 from modelserver.openapi import Endpoint
 from modelserver.readiness import WorkerGroup
@@ -110,6 +111,14 @@ ROUTES: tuple[Route, ...] = (
     Route(LIVE_PATH, v2.LiveHandler, (_ep("get", LIVE_PATH, "v2", "liveness"),)),
     Route(READY_PATH, v2.ReadyHandler, (_ep("get", READY_PATH, "v2", "readiness"),)),
     Route(r"/v2", v2.ServerMetadataHandler, (_ep("get", "/v2", "v2", "server metadata"),)),
+    Route(r"/v2/repository/index", v2.RepositoryIndexHandler,
+          (_ep("post", "/v2/repository/index", "v2", "the repository's models with their states"),)),
+    Route(
+        rf"/v2/repository/models/{M}/(?P<verb>load|unload)",
+        v2.RepositoryModelHandler,
+        (_ep("post", "/v2/repository/models/{model}/load", "v2", "load a model of the repository"),
+         _ep("post", "/v2/repository/models/{model}/unload", "v2", "unload a model of the repository")),
+    ),
     Route(
         rf"/v2/models/{M}{VER}/(?P<verb>infer|explain)",
         v2.InferHandler,
@@ -163,18 +172,26 @@ def make_app(ctx: ServerContext) -> Router:
     return Router(ctx, exchanges, app)
 
 
-def build_context(settings: Settings, model_path: Path, name: str, workers: WorkerGroup | None = None) -> ServerContext:
-    """Everything one server process needs; ``workers`` when it is one of several (``--workers``)."""
+def build_context(settings: Settings, model_path: Path | None, name: str, workers: WorkerGroup | None = None
+                  ) -> ServerContext:
+    """Everything one server process needs; ``workers`` when it is one of several (``--workers``).
+    With ``settings.model_repository`` (and no ``model_path``), the models of a repository."""
     if settings.tf_threads:
         from modelserver.runtime.tensorflow import set_threads
 
         set_threads(settings.tf_threads)
-    repository = ModelRepository()
-    repository.register(name, model_path, settings.labels())
     metrics = Metrics(multiprocess=workers is not None)
+    dispatcher = Dispatcher(settings, metrics)
+    manager = None
+    if model_path is None:
+        repository = ModelRepository(root=settings.model_repository)
+        manager = ModelManager(repository, settings, metrics, formats.loader(settings), forget=dispatcher.forget)
+    else:
+        repository = ModelRepository()
+        repository.register(name, model_path, settings.labels())
     return ServerContext(
         settings=settings,
-        plane=DataPlane(settings, repository, Dispatcher(settings, metrics), mapping.from_settings(settings)),
+        plane=DataPlane(settings, repository, dispatcher, mapping.from_settings(settings), manager),
         metrics=metrics,
         api_keys=settings.api_key_set(),
         workers=workers,
@@ -242,17 +259,22 @@ async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) 
     loop.add_signal_handler(signal.SIGUSR1, drain)
 
     async def load() -> None:
-        await loop.run_in_executor(None, lambda: repository.load_all(formats.loader(s), warmup=s.warmup))
+        manager = ctx.plane.manager
+        if manager is not None:
+            await manager.start()
+        else:
+            await loop.run_in_executor(None, lambda: repository.load_all(formats.loader(s), warmup=s.warmup))
         # The loaded models (TensorFlow's graphs and functions) are hundreds of thousands of
         # long-lived objects: move them out of the collector's sight so that its full
         # collections, which run every so often under load, do not walk them each time.
-        for entry in repository.models.values():
+        for entry in repository.models.values() if manager is None else ():  # the manager watches its own
             for vs in entry.versions.values():
                 engine = getattr(vs.servable, "engine", None)
                 if engine is not None:
                     ctx.metrics.watch_engine(entry.name, engine)
         gc.collect()
-        gc.freeze()
+        if manager is None:  # a repository's models come and go: frozen, an unloaded one's cycles would stay
+            gc.freeze()
         if repository.ready and not ctx.draining:
             if grpc_server is not None:
                 await grpc_server.set_serving(True)

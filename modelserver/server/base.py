@@ -96,6 +96,13 @@ class BaseHandler(tornado.web.RequestHandler):
         self.model_label = model or self.ctx.plane.repository.default_name  # only served names: bounded
         return servable
 
+    async def use(self, model: str | None, version: str | None = None, label: str | None = None) -> Servable:
+        """``servable``, loading the model first with an on-demand repository, and held until the
+        request ends (``DataPlane.use``)."""
+        servable = await self.ctx.plane.use(model, version, label, self.cycle)
+        self.model_label = model or self.ctx.plane.repository.default_name
+        return servable
+
     def write_json(self, obj: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")

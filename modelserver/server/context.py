@@ -62,9 +62,9 @@ class ServerContext:
     def not_ready(self) -> tuple[str, str]:
         """Why the server is not ready: a ``NotReadyReason`` code and a message for people."""
         repo = self.plane.repository
-        failed = [
+        failed = [  # a repository's model that fails is its own requests' concern, not the server's readiness
             f"{e.name} version {v.version}: {v.error}" for e in repo.models.values() for v in e.versions.values() if v.error
-        ]
+        ] if repo.root is None else []
         if failed:
             return NotReadyReason.LOAD_FAILED, "model failed to load: " + "; ".join(failed)
         if self.draining:

@@ -250,7 +250,7 @@ class InferenceExchange(Exchange):
 
     async def serve(self, call: TensorCall) -> None:
         try:
-            answer = await self.ctx.plane.infer(call)
+            answer = await self.ctx.plane.infer(call, self.cycle)
         finally:
             self.model_label = call.served_model
             if call.answered:

@@ -56,15 +56,17 @@ class OpenAIBase(BaseHandler):
             return parse(self.json_body())
         return await self.ctx.plane.reader.run(reading.parse_large, parse, self.body)
 
-    def model_named(self, name: str | None) -> Servable:
+    async def model_named(self, name: str | None) -> Servable:
         repo = self.ctx.plane.repository
+        if repo.root is not None and (name is not None or len(repo.models) != 1):
+            return await self.use(name)  # a repository: any of its models, by name
         served = repo.default_name
         if name is not None and name != served:
             raise NotFound(
                 f"The model `{name}` does not exist: this server serves `{served}`", param="model",
                 code="model_not_found",
             )
-        return self.servable(served)
+        return await self.use(served)
 
 
 @dataclass
@@ -115,8 +117,8 @@ class GenerationHandler(OpenAIBase):
         for gen, req in self.requests:
             gen.engine.cancel(req)
 
-    def generator(self, name: str | None) -> Generator:
-        servable = self.model_named(name)
+    async def generator(self, name: str | None) -> Generator:
+        servable = await self.model_named(name)
         if not isinstance(servable, Generator):
             raise InvalidInput(
                 f"model {servable.name!r} is not a text-generation model: use /v1/embeddings", param="model"
@@ -265,7 +267,7 @@ class CompletionsHandler(GenerationHandler):
         settings = self.ctx.settings
         req = await self.parsed(partial(codec.parse_completion, max_n=settings.max_sequences,
                                         max_generations=settings.max_concurrent_requests))
-        gen = self.generator(req.gen.model)
+        gen = await self.generator(req.gen.model)
         self.check_count(len(req.prompts), req.gen.n)
         prompts = [await self.prompt_ids(gen, p, "prompt") for p in req.prompts]
         params = [self.fit(gen, ids, req.gen, "prompt") for ids in prompts]
@@ -352,12 +354,12 @@ class ChatHandler(GenerationHandler):
     async def handle_post(self, **_: str) -> None:
         parse = partial(codec.parse_chat, max_n=self.ctx.settings.max_sequences)
         if self.large:  # read, and rendered by the template, in the reader process
-            gen = self.generator(None)
+            gen = await self.generator(None)
             req, prompt = await self.ctx.plane.reader.run(reading.chat_large, parse, gen.codec.chat, self.body)
-            self.generator(req.gen.model)  # the model it names is the one served
+            await self.generator(req.gen.model)  # the model it names is the one served
         else:
             req = parse(self.json_body())
-            gen = self.generator(req.gen.model)
+            gen = await self.generator(req.gen.model)
             prompt = gen.codec.render_chat(req.messages, add_generation_prompt=True)
         ids = await self.encode(gen, prompt, special=False, param="messages")
         if not ids:
@@ -438,7 +440,7 @@ class EmbeddingsHandler(OpenAIBase):
 
     async def handle_post(self, **_: str) -> None:
         req = await self.parsed(codec.parse_embeddings)
-        servable = self.model_named(req.model)
+        servable = await self.model_named(req.model)
         if not isinstance(servable, Embedder):
             raise InvalidInput(
                 f"model {servable.name!r} is not an embedding model: use /v1/completions or /v1/chat/completions",

@@ -7,7 +7,7 @@ import json
 from tornado.httputil import HTTPHeaders
 
 from modelserver import openapi, pages
-from modelserver.errors import NotReady
+from modelserver.errors import InvalidInput, NotReady
 from modelserver.server.base import BaseHandler
 
 
@@ -70,7 +70,7 @@ class DocsHandler(BaseHandler):
             repo = self.ctx.plane.repository
             try:
                 servable = repo.resolve(repo.default_name)
-            except NotReady:
+            except (NotReady, InvalidInput):  # not loaded yet, or a repository of several models
                 pass
         s = self.ctx.settings
         mapped = json.loads(s.mapping_example) if s.mapping_example and self.ctx.plane.mapping else None

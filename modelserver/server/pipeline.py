@@ -3,7 +3,7 @@
 A request id (the client's ``X-Request-ID`` or a new one), the in-flight count, ``Connection:
 close`` while draining, the API key and the declared body size (``admit``), the body gathered up
 to the limit (``BodyBuffer``, 413 past it), and at the end its metrics and access-log line
-(``close``). The tornado handlers (``base``) and the fast inference path (``exchange``) both hold
+(``close``), when the models it held (``leases``) are released too. The tornado handlers (``base``) and the fast inference path (``exchange``) both hold
 one, so a client cannot tell which served it.
 """
 
@@ -17,6 +17,7 @@ import time
 from tornado.httputil import HTTPHeaders
 
 from modelserver.errors import PayloadTooLarge
+from modelserver.runtime.repository import ModelEntry
 from modelserver.server.context import ServerContext
 
 access_log = logging.getLogger("modelserver.access")
@@ -78,7 +79,7 @@ def declared_length(value: str | None) -> int | None:
 class RequestCycle:
     """One request from its headers to its accounting."""
 
-    __slots__ = ("ctx", "method", "path", "request_id", "body", "started", "counted", "closed")
+    __slots__ = ("ctx", "method", "path", "request_id", "body", "started", "counted", "closed", "leases")
 
     def __init__(self, ctx: ServerContext, method: str, path: str, headers: HTTPHeaders) -> None:
         self.ctx = ctx
@@ -89,6 +90,8 @@ class RequestCycle:
         self.started = time.perf_counter()
         self.counted = False
         self.closed = False
+        #: the repository's models this request holds (``DataPlane.use``): released when it ends
+        self.leases: list[ModelEntry] | None = None
 
     def start(self, connection: object) -> None:
         """The request is in flight: counted until ``close``; while draining its connection closes after it."""
@@ -122,6 +125,9 @@ class RequestCycle:
         ctx = self.ctx
         if self.counted:
             ctx.in_flight -= 1
+        if self.leases is not None and ctx.plane.manager is not None:
+            ctx.plane.manager.release(self.leases)
+            self.leases = None
         elapsed = time.perf_counter() - self.started
         ctx.metrics.request_done(model, protocol, endpoint, status, elapsed)
         if (endpoint != "health" or status >= 400) and access_log.isEnabledFor(logging.INFO):

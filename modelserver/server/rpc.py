@@ -28,6 +28,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from modelserver import __version__
 from modelserver.codecs import v2grpc
 from modelserver.errors import ModelServerError, NotFound, NotReady
+from modelserver.runtime.repository import READY
 from modelserver.server.context import ServerContext
 from modelserver.server.errors import grpc_error, log_failure, log_unhandled
 from modelserver.server.pipeline import RequestCycle
@@ -36,7 +37,7 @@ log = logging.getLogger("modelserver")
 T = TypeVar("T")
 
 SERVICE = "inference.GRPCInferenceService"
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 class Calls:
@@ -47,7 +48,7 @@ class Calls:
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
 
-    async def call(self, context: aio.ServicerContext, endpoint: str, model: str, work: Callable[[], Awaitable[T]],
+    async def call(self, context: aio.ServicerContext, endpoint: str, model: str, work: Callable[[RequestCycle], Awaitable[T]],
                    *, needs_auth: bool = True) -> T:
         """Run one RPC inside its request cycle; an error ends it with its status code."""
         headers = HTTPHeaders()
@@ -60,7 +61,7 @@ class Calls:
         status = 200
         try:
             cycle.admit(headers, needs_auth)
-            return await work()
+            return await work(cycle)
         except Exception as e:
             status, code, message = grpc_error(e)
             if not isinstance(e, ModelServerError):
@@ -76,19 +77,19 @@ class InferenceService(Calls, pb_grpc.GRPCInferenceServiceServicer):
     """The Open Inference Protocol's RPCs (Triton's further ones answer UNIMPLEMENTED)."""
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: aio.ServicerContext) -> pb.ServerLiveResponse:
-        async def live() -> pb.ServerLiveResponse:
+        async def live(cycle: RequestCycle) -> pb.ServerLiveResponse:
             return pb.ServerLiveResponse(live=True)
 
         return await self.call(context, "health", "", live, needs_auth=False)
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context: aio.ServicerContext) -> pb.ServerReadyResponse:
-        async def ready() -> pb.ServerReadyResponse:
+        async def ready(cycle: RequestCycle) -> pb.ServerReadyResponse:
             return pb.ServerReadyResponse(ready=self.ctx.ready)
 
         return await self.call(context, "health", "", ready, needs_auth=False)
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: aio.ServicerContext) -> pb.ModelReadyResponse:
-        async def ready() -> pb.ModelReadyResponse:
+        async def ready(cycle: RequestCycle) -> pb.ModelReadyResponse:
             try:
                 self.ctx.plane.servable(request.name, request.version or None)
             except NotReady:
@@ -99,25 +100,25 @@ class InferenceService(Calls, pb_grpc.GRPCInferenceServiceServicer):
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: aio.ServicerContext
                              ) -> pb.ServerMetadataResponse:
-        async def metadata() -> pb.ServerMetadataResponse:
+        async def metadata(cycle: RequestCycle) -> pb.ServerMetadataResponse:
             return pb.ServerMetadataResponse(name="modelserver", version=__version__, extensions=EXTENSIONS)
 
         return await self.call(context, "metadata", "", metadata)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: aio.ServicerContext
                             ) -> pb.ModelMetadataResponse:
-        async def metadata() -> pb.ModelMetadataResponse:
+        async def metadata(cycle: RequestCycle) -> pb.ModelMetadataResponse:
             plane = self.ctx.plane
-            servable = plane.servable(request.name, request.version or None)
+            servable = await plane.use(request.name, request.version or None)
             versions = list(plane.repository.entry(servable.name).versions)
             return v2grpc.model_metadata(servable, versions, plane.signature(servable, None))
 
         return await self.call(context, "metadata", request.name, metadata)
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
-        async def infer() -> pb.ModelInferResponse:
+        async def infer(cycle: RequestCycle) -> pb.ModelInferResponse:
             plane = self.ctx.plane
-            servable = plane.servable(request.model_name, request.model_version or None)
+            servable = await plane.use(request.model_name, request.model_version or None, holder=cycle)
             signature = request.parameters.get("signature_name")
             sig = plane.signature(servable, v2grpc.parameter(signature) if signature is not None else None)
             decoded = v2grpc.decode(request, sig, max_instances=self.ctx.settings.max_instances)
@@ -125,6 +126,30 @@ class InferenceService(Calls, pb_grpc.GRPCInferenceServiceServicer):
             return v2grpc.encode(decoded, outputs, servable.name, servable.version)
 
         return await self.call(context, "infer", request.model_name, infer)
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: aio.ServicerContext
+                              ) -> pb.RepositoryIndexResponse:
+        async def index(cycle: RequestCycle) -> pb.RepositoryIndexResponse:
+            ready_only = v2grpc.repository_index(request)
+            return v2grpc.index_response(await self.ctx.plane.repository_index(ready_only))
+
+        return await self.call(context, "repository", "", index)
+
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: aio.ServicerContext
+                                  ) -> pb.RepositoryModelLoadResponse:
+        async def load(cycle: RequestCycle) -> pb.RepositoryModelLoadResponse:
+            await self.ctx.plane.repository_call(v2grpc.repository_call(request, "load"), "load")
+            return pb.RepositoryModelLoadResponse()
+
+        return await self.call(context, "repository", request.model_name, load)
+
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: aio.ServicerContext
+                                    ) -> pb.RepositoryModelUnloadResponse:
+        async def unload(cycle: RequestCycle) -> pb.RepositoryModelUnloadResponse:
+            await self.ctx.plane.repository_call(v2grpc.repository_call(request, "unload"), "unload")
+            return pb.RepositoryModelUnloadResponse()
+
+        return await self.call(context, "repository", request.model_name, unload)
 
 
 def tfserving_services(ctx: ServerContext) -> list[tuple[Any, Callable[[Any, aio.Server], None], str]]:
@@ -143,10 +168,10 @@ def tfserving_services(ctx: ServerContext) -> list[tuple[Any, Callable[[Any, aio
         service = "tensorflow.serving.PredictionService"
 
         async def Predict(self, request: Any, context: aio.ServicerContext) -> Any:
-            async def predict() -> Any:
+            async def predict(cycle: RequestCycle) -> Any:
                 plane = self.ctx.plane
                 version, label = tfserving.version_of(request.model_spec)
-                servable = plane.servable(request.model_spec.name, version, label)
+                servable = await plane.use(request.model_spec.name, version, label, holder=cycle)
                 sig = plane.signature(servable, request.model_spec.signature_name or None)
                 names = tfserving.outputs_wanted(request, sig)
                 tensors = tfserving.decode(request, sig, max_instances=self.ctx.settings.max_instances)
@@ -156,9 +181,9 @@ def tfserving_services(ctx: ServerContext) -> list[tuple[Any, Callable[[Any, aio
             return await self.call(context, "predict", request.model_spec.name, predict)
 
         async def GetModelMetadata(self, request: Any, context: aio.ServicerContext) -> Any:
-            async def metadata() -> Any:
+            async def metadata(cycle: RequestCycle) -> Any:
                 version, label = tfserving.version_of(request.model_spec)
-                servable = self.ctx.plane.servable(request.model_spec.name, version, label)
+                servable = await self.ctx.plane.use(request.model_spec.name, version, label)
                 return tfserving.metadata(request, servable)
 
             return await self.call(context, "metadata", request.model_spec.name, metadata)
@@ -167,7 +192,7 @@ def tfserving_services(ctx: ServerContext) -> list[tuple[Any, Callable[[Any, aio
         service = "tensorflow.serving.ModelService"
 
         async def GetModelStatus(self, request: Any, context: aio.ServicerContext) -> Any:
-            async def status() -> Any:
+            async def status(cycle: RequestCycle) -> Any:
                 entry = self.ctx.plane.repository.entry(request.model_spec.name)
                 version, _ = tfserving.version_of(request.model_spec)
                 rows = [(n, v.state, v.error) for n, v in sorted(entry.versions.items())
@@ -183,6 +208,26 @@ def tfserving_services(ctx: ServerContext) -> list[tuple[Any, Callable[[Any, aio
          PredictionService.service),
         (ModelService(ctx), model_service_pb2_grpc.add_ModelServiceServicer_to_server, ModelService.service),
     ]
+
+
+class Health(health.aio.HealthServicer):
+    """The standard health service; with a model repository, a model's status is read when asked
+    (its models load and unload while the server runs)."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.serving = False
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: aio.ServicerContext
+                    ) -> health_pb2.HealthCheckResponse:
+        plane = self.ctx.plane
+        entry = plane.repository.models.get(request.service) if plane.manager is not None else None
+        if entry is None:
+            return await super().Check(request, context)
+        up = self.serving and entry.status()[0] == READY
+        return health_pb2.HealthCheckResponse(
+            status=health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
 class GRPCServer:
@@ -203,7 +248,7 @@ class GRPCServer:
         for servicer, add, name in tfserving_services(ctx):
             add(servicer, self.server)
             names.append(name)
-        self.health = health.aio.HealthServicer()
+        self.health = Health(ctx)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.services = list(names)  # each has a health status, as the server and each model have
         names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
@@ -218,6 +263,7 @@ class GRPCServer:
         """Health for the server ("") and for each model by name: SERVING once loaded, NOT_SERVING
         while loading and from the start of a drain."""
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self.health.serving = serving
         for service in ["", *self.services]:
             await self.health.set(service, status)
         for name, entry in self.ctx.plane.repository.models.items():

@@ -8,13 +8,13 @@ from typing import Any
 from modelserver.codecs import openai as openai_codec
 from modelserver.dataplane import TensorCall
 from modelserver.interface import Servable, Signature, TensorSpec
-from modelserver.runtime.repository import AVAILABLE, FAILED, ModelEntry
+from modelserver.runtime.repository import AVAILABLE, FAILED, UNLOADED, ModelEntry
 from modelserver.server.base import BaseHandler
 from modelserver.server.errors import OPENAI, PLAIN
 from modelserver.server.exchange import InferenceExchange
 
 #: TensorFlow Serving's state names for our load states
-TFS_STATE = {AVAILABLE: "AVAILABLE", FAILED: "END", "LOADING": "LOADING"}
+TFS_STATE = {AVAILABLE: "AVAILABLE", FAILED: "END", "LOADING": "LOADING", UNLOADED: "END"}
 TF_ENUM = {
     "BOOL": "DT_BOOL", "UINT8": "DT_UINT8", "UINT16": "DT_UINT16", "UINT32": "DT_UINT32",
     "UINT64": "DT_UINT64", "INT8": "DT_INT8", "INT16": "DT_INT16", "INT32": "DT_INT32",
@@ -102,7 +102,7 @@ class MetadataHandler(BaseHandler):
     protocol, endpoint = "v1", "metadata"
 
     async def get(self, model: str, version: str | None = None, label: str | None = None) -> None:
-        self.write_json(metadata(self.servable(model, version, label)))
+        self.write_json(metadata(await self.use(model, version, label)))
 
 
 class ListHandler(BaseHandler):

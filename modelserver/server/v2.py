@@ -1,16 +1,18 @@
-"""The V2 transport (Open Inference Protocol): health, server and model metadata, readiness, and
-infer and explain through the data plane."""
+"""The V2 transport (Open Inference Protocol): health, server and model metadata, readiness,
+infer and explain through the data plane, and the repository extension (index, load, unload)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from modelserver import __version__
-from modelserver.codecs.v2 import HEADER_LENGTH, model_metadata
+from modelserver.codecs.v2 import HEADER_LENGTH, model_metadata, parse_repository_call, parse_repository_index
 from modelserver.dataplane import TensorCall
 from modelserver.errors import NotReady
 from modelserver.server.base import BaseHandler
 from modelserver.server.exchange import InferenceExchange
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 class InferHandler(InferenceExchange):
@@ -62,7 +64,7 @@ class ModelMetadataHandler(BaseHandler):
     protocol, endpoint = "v2", "metadata"
 
     async def get(self, model: str, version: str | None = None) -> None:
-        servable = self.servable(model, version)
+        servable = await self.use(model, version)
         versions = list(self.ctx.plane.repository.entry(model).versions)
         self.write_json(model_metadata(servable, versions, self.ctx.plane.signature(servable, None)))
 
@@ -80,3 +82,32 @@ class ModelReadyHandler(BaseHandler):
             return self.write_json({"name": model, "ready": False, "error": e.message}, status=503)
         ready = not self.ctx.draining
         self.write_json({"name": model, "ready": ready}, status=200 if ready else 503)
+
+
+class RepositoryBase(BaseHandler):
+    protocol = "v2"
+
+    def optional_body(self) -> Any:
+        return self.json_body() if self.body.strip() else None
+
+
+class RepositoryIndexHandler(RepositoryBase):
+    """``POST /v2/repository/index``: every model of the repository with its state and reason."""
+
+    endpoint = "repository"
+
+    async def handle_post(self) -> None:
+        ready_only = parse_repository_index(self.optional_body())
+        self.write_json(await self.ctx.plane.repository_index(ready_only))
+
+
+class RepositoryModelHandler(RepositoryBase):
+    """``POST /v2/repository/models/{m}/load|unload``: load a model of the repository (again), or unload it."""
+
+    endpoint = "repository"
+
+    async def handle_post(self, model: str, verb: str) -> None:
+        parse_repository_call(self.optional_body(), verb)
+        await self.ctx.plane.repository_call(model, verb)
+        self.model_label = model  # known by now: an unknown name is a 404 above
+        self.write_json({})

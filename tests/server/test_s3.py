@@ -143,3 +143,30 @@ def test_an_identity_that_may_not_read_is_told_access_denied(store, iris_path, t
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("modelserver fetch: s3://models/locked/iris/") and "AccessDenied" in last, last
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
+
+
+def test_a_model_repository_under_an_s3_prefix(store, tmp_path, start_server):
+    """Each "directory" below the prefix, and each Keras file in it, is a model, fetched when it loads."""
+    from tests import models
+
+    store.upload_tree("models", "repo/double/1", models.scaled(tmp_path / "double", 2.0))
+    store.upload_tree("models", "repo/versions", models.versioned(tmp_path / "versions"))
+    path = keras_models.two_inputs(tmp_path / "churn.keras", seed=5)
+    store.client().upload_file(str(path), "models", "repo/churn.keras")
+    server = start_server(None, "--model-repository", "s3://models/repo", "--load-policy", "on-demand",
+                          env={**store.env, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    rows = requests.post(server.url("/v2/repository/index"), timeout=30).json()
+    assert {r["name"]: r["state"] for r in rows} == {"churn": "UNAVAILABLE", "double": "UNAVAILABLE",
+                                                     "versions": "UNAVAILABLE"}
+    r = requests.post(server.url("/v1/models/double:predict"), json={"instances": [[1.0, 3.0]]}, timeout=60)
+    assert r.json() == {"predictions": [[2.0, 6.0]]}
+    r = requests.post(server.url("/v1/models/versions/versions/1:predict"), json={"instances": [[1.0, 3.0]]}, timeout=60)
+    assert r.json() == {"predictions": [[1.0, 3.0]]}
+    age, feats = np.array([[40.0]], np.float32), np.array([[0.1, 0.2, 0.3]], np.float32)
+    r = requests.post(server.url("/v1/models/churn:predict"),
+                      json={"instances": [{"age": age[0].tolist(), "features": feats[0].tolist()}]}, timeout=60)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["predictions"][0]["proba"], keras_models.predict(path, age, feats)[1][0],
+                               atol=1e-5)
+    rows = requests.post(server.url("/v2/repository/index"), json={"ready": True}, timeout=30).json()
+    assert sorted({r["name"] for r in rows}) == ["churn", "double", "versions"]
