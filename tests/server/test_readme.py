@@ -4,7 +4,8 @@ Every ``curl -s localhost:PORT`` line in a ``sh`` block runs through bash agains
 (the port swapped for its): 8080 is the demo model, 8000 the OpenAI-style LLM (the tests' tiny
 Llama, served as ``my-llm``), 8001 the real all-MiniLM-L6-v2 embedder, 8002 the Keras file that
 ``examples/keras-model.py`` makes, 8003 the custom Python model in ``examples/python-model`` and
-8004 the demo with the custom mapping the README shows (its flags read from the README itself). Where the next line is a
+8004 the demo with the custom mapping the README shows (its flags read from the README itself), 8005 a
+model repository of two copies of the demo, served with the README's flags. Where the next line is a
 ``# {...}`` comment, the answer must match it. ``curl -sN`` lines are streams and must end in
 ``data: [DONE]``. The Python blocks run too.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +35,7 @@ def _curl_examples() -> list[tuple[str, str | None]]:
     for block in _blocks("sh"):
         lines = block.splitlines()
         for i, line in enumerate(lines):
-            if re.match(r"curl -sN? localhost:80(80|00|01|02|03|04)", line):
+            if re.match(r"curl -sN? localhost:80(80|00|01|02|03|04|05)", line):
                 nxt = lines[i + 1] if i + 1 < len(lines) else ""
                 out.append((line, nxt[2:] if nxt.startswith("# {") else None))
     return out
@@ -84,7 +86,22 @@ def servers(request, start_server, model_dir):
             started["mapped"] = start_server(request.getfixturevalue("iris_path"), "--name", "iris", *flags).address
         return started["mapped"]
 
+    def repository() -> str:
+        if "repository" not in started:
+            (command,) = [b for b in _blocks("sh") if "--port 8005" in b]
+            serve = next(ln for ln in command.splitlines() if "--model-repository" in ln)
+            flags = shlex.split(serve)
+            flags = flags[flags.index("--model-repository") + 2:]
+            at = flags.index("--port")
+            flags = flags[:at] + flags[at + 2:]  # the test server's own port
+            root = model_dir / "readme-repository"
+            for name in ("iris", "iris-b"):
+                shutil.copytree(request.getfixturevalue("iris_path"), root / name, dirs_exist_ok=True)
+            started["repository"] = start_server(None, "--model-repository", str(root), *flags).address
+        return started["repository"]
+
     return {
+        "8005": repository,
         "8004": mapped,
         "8080": lambda: request.getfixturevalue("iris").address,
         "8000": lambda: request.getfixturevalue("llm")[0].address,
@@ -121,9 +138,17 @@ def test_openai_python_example(llm, minilm):
 
 
 def test_python_example(iris):
-    (code,) = [b for b in _blocks("python") if "tritonclient" in b]
+    (code,) = [b for b in _blocks("python") if "tritonclient.http" in b]
     done = subprocess.run(
         [sys.executable, "-c", code.replace("localhost:8080", iris.address)], capture_output=True, text=True, timeout=60
     )
+    assert done.returncode == 0, done.stderr
+    assert "[[" in done.stdout
+
+
+def test_grpc_python_example(iris):
+    (code,) = [b for b in _blocks("python") if "tritonclient.grpc" in b]
+    code = code.replace("localhost:8081", f"127.0.0.1:{iris.grpc_port}")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "[[" in done.stdout
