@@ -221,6 +221,25 @@ def test_grpc_through_the_service_with_a_grpc_readiness_probe(installed, ns, ref
     mdep = {"apiVersion": "modeldeploy.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "iris-grpc"},
             "spec": {"readinessProbe": "grpc", "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}}}}
     kubectl(cluster, "-n", ns, "apply", "-f", "-", input=json.dumps(mdep))
+    # While the model loads, the pod runs but its gRPC health says NOT_SERVING: the kubelet keeps it
+    # out of the Service (its endpoint not ready) until the model is loaded.
+    seen_held_out = False
+    deadline = time.monotonic() + 420
+    while time.monotonic() < deadline:
+        pods = json.loads(kubectl(cluster, "-n", ns, "get", "pods", "-l", "app.kubernetes.io/instance=iris-grpc",
+                                  "-o", "json").stdout)["items"]
+        statuses = [c for pod in pods for c in pod.get("status", {}).get("containerStatuses", [])
+                    if c["name"] == "modelserver"]
+        if statuses and statuses[0].get("ready"):
+            break
+        if statuses and "running" in statuses[0].get("state", {}):
+            slices = json.loads(kubectl(cluster, "-n", ns, "get", "endpointslices", "-l",
+                                        "kubernetes.io/service-name=iris-grpc", "-o", "json").stdout)["items"]
+            endpoints = [e for sl in slices for e in sl.get("endpoints") or []]
+            if endpoints and not any(e.get("conditions", {}).get("ready") for e in endpoints):
+                seen_held_out = True
+        time.sleep(0.3)
+    assert seen_held_out, "never saw the pod running and held out of the Service while its model loaded"
     wait_ready(cluster, ns, "iris-grpc")
     dep = json.loads(kubectl(cluster, "-n", ns, "get", "deployment/iris-grpc", "-o", "json").stdout)
     probe = dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
