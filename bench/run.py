@@ -3,8 +3,9 @@
 ``make bench`` (or ``python bench/run.py``) does everything in one run:
 
 1. creates KServe's and MLServer's own virtual environments under a cache directory outside the
-   repository (``~/.cache/modeldeploy/bench``; ``BENCH_CACHE`` overrides it) and installs wrk
-   from Debian if it is missing;
+   repository (``~/.cache/modeldeploy/bench``; ``BENCH_CACHE`` overrides it), installs wrk from
+   Debian if it is missing, and builds ghz (a gRPC load generator, from its Go module) into that
+   cache for the gRPC cases;
 2. builds the same SavedModels for every server (``bench/models.py``);
 3. starts every server on 127.0.0.1, then runs each case on each server in turn (so the servers
    compared in a case see the same load on the machine): checks the answer, drives it with wrk
@@ -37,6 +38,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CACHE = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "modeldeploy" / "bench"))
+GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.93.0"
 PEERS = {
     "kserve": ["kserve==0.21.*", "tensorflow-cpu"],
     "mlserver": ["mlserver==1.7.1", "tensorflow-cpu"],
@@ -78,6 +80,18 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or "wrk"
 
 
+def ensure_ghz() -> str:
+    """ghz, built from its Go module into the cache once (Go comes with ``make cluster``'s toolchain)."""
+    ghz = CACHE / "bin" / "ghz"
+    if ghz.exists():
+        return str(ghz)
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    log(f"building {GHZ_MODULE} into {ghz.parent}")
+    subprocess.run([go, "install", GHZ_MODULE], check=True, cwd=CACHE,
+                   env={**os.environ, "GOBIN": str(ghz.parent)})
+    return str(ghz)
+
+
 # -- request bodies -------------------------------------------------------------------------------
 def bodies(out: Path) -> dict[str, Path]:
     rng = np.random.default_rng(0)
@@ -94,7 +108,46 @@ def bodies(out: Path) -> dict[str, Path]:
     for name, body in made.items():
         paths[name] = out / f"{name}.json"
         paths[name].write_text(json.dumps(body))
+    # the same tensors as ModelInferRequest messages with raw contents, for ghz; the model's name is
+    # in the message, so each model has its own
+    for name, model, arr in (("grpc_mlp", "mlp", mlp_row), ("grpc_img32", "mnist", images)):
+        paths[name] = out / f"{name}.bin"
+        paths[name].write_bytes(infer_request(model, arr).SerializeToString())
+    paths["protoset"] = out / "grpc_service.protoset"
+    paths["protoset"].write_bytes(protoset())
     return paths
+
+
+def infer_request(model: str, arr: np.ndarray) -> service_pb2.ModelInferRequest:  # noqa: F821
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=model)
+    tensor = request.inputs.add(name="x", datatype="FP32")
+    tensor.shape.extend(arr.shape)
+    request.raw_input_contents.append(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+    return request
+
+
+def protoset() -> bytes:
+    """The Open Inference Protocol's service, with what it imports, as a FileDescriptorSet for ghz
+    (taken from the descriptors tritonclient ships, generated from the published .proto files)."""
+    from google.protobuf import descriptor_pb2
+    from tritonclient.grpc import service_pb2
+
+    files = descriptor_pb2.FileDescriptorSet()
+    seen: set[str] = set()
+
+    def add(fd) -> None:  # type: ignore[no-untyped-def]
+        if fd.name in seen:
+            return
+        seen.add(fd.name)
+        for dep in fd.dependencies:
+            add(dep)
+        proto = files.file.add()
+        fd.CopyToProto(proto)
+
+    add(service_pb2.DESCRIPTOR)
+    return files.SerializeToString()
 
 
 # -- servers --------------------------------------------------------------------------------------
@@ -134,6 +187,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     processes: int = 1
+    grpc_port: int = 0
 
     def start(self, logs: Path, timeout: float = 180) -> None:
         self.log_path = logs / f"{self.label}.log"
@@ -168,14 +222,16 @@ def _procs(label: str, processes: int) -> str:
     return label if processes == 1 else f"{label}-x{processes}"
 
 
-def modelserver(model: str, path: Path, workers: int = 1, checkout: Path | None = None) -> Server:
+def modelserver(model: str, path: Path, workers: int = 1, checkout: Path | None = None, grpc: bool = False) -> Server:
     """modelserver from this checkout, or (``checkout``) the code of another one, run with the same
-    environment: ``--baseline`` compares a change with the code it started from, case by case."""
+    environment: ``--baseline`` compares a change with the code it started from, case by case.
+    gRPC is served only by the instances that measure it (``grpc``)."""
     port = free_port()
+    grpc_port = free_port() if grpc else 0
     argv = [str(REPO / ".venv" / "bin" / "python"), "-m", "modelserver", "serve", str(path.parent), "--name", model,
             "--port", str(port), "--log-level", "warning", "--workers", str(workers)]
     label = "baseline" if checkout else "modelserver"
-    env = {"MODELSERVER_GRPC_PORT": "0"}  # HTTP is measured here; KServe's gRPC port is 8081 too
+    env = {"MODELSERVER_GRPC_PORT": str(grpc_port)}
     if checkout:
         # only its modelserver/ goes on the path: the checkout's operator/ would shadow the standard library
         shim = CACHE / "work" / "baseline-path"
@@ -185,24 +241,26 @@ def modelserver(model: str, path: Path, workers: int = 1, checkout: Path | None 
             link.unlink()
         link.symlink_to(checkout / "modelserver")
         env["PYTHONPATH"] = str(shim)
-    return Server(_procs(f"{label}-{model}", workers), argv, port, "/v2/health/ready", env=env, processes=workers)
+    name = f"{label}-{model}" + ("-grpc" if grpc else "")
+    return Server(_procs(name, workers), argv, port, "/v2/health/ready", env=env, processes=workers, grpc_port=grpc_port)
 
 
 def kserve(model: str, path: Path, workers: int = 1) -> Server:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     argv = [str(peer_python("kserve")), str(HERE / "peers" / "kserve_model.py"), "--model_name", model,
-            "--model_dir", str(path), "--http_port", str(port), "--grpc_port", str(free_port()),
+            "--model_dir", str(path), "--http_port", str(port), "--grpc_port", str(grpc_port),
             "--enable_latency_logging", "False", "--configure_logging", "False", "--workers", str(workers)]
-    return Server(_procs(f"kserve-{model}", workers), argv, port, f"/v1/models/{model}", processes=workers)
+    return Server(_procs(f"kserve-{model}", workers), argv, port, f"/v1/models/{model}", processes=workers,
+                  grpc_port=grpc_port)
 
 
 def mlserver(model: str, path: Path, work: Path, batching: bool) -> Server:
     label = f"mlserver{'-batching' if batching else ''}-{model}"
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     folder = work / label
     (folder / model).mkdir(parents=True, exist_ok=True)
     shutil.copy(HERE / "peers" / "mlserver_runtime.py", folder / "runtime.py")
-    settings = {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+    settings = {"http_port": port, "grpc_port": grpc_port, "metrics_port": free_port(),
                 "host": "127.0.0.1", "parallel_workers": 0}
     (folder / "settings.json").write_text(json.dumps(settings))
     model_settings: dict[str, object] = {"name": model, "implementation": "runtime.SavedModelRuntime",
@@ -212,7 +270,7 @@ def mlserver(model: str, path: Path, work: Path, batching: bool) -> Server:
     (folder / model / "model-settings.json").write_text(json.dumps(model_settings))
     mls = peer_python("mlserver").parent / "mlserver"
     return Server(label, [str(mls), "start", str(folder)], port, f"/v2/models/{model}/ready", cwd=folder,
-                  env={"PYTHONPATH": str(folder)})
+                  env={"PYTHONPATH": str(folder)}, grpc_port=grpc_port)
 
 
 def hello(uvloop: bool = False, processes: int = 1) -> Server:
@@ -280,17 +338,68 @@ def wrk(url: str, body: Path | None, conns: int, seconds: int) -> dict[str, floa
     return json.loads(line[len("BENCH_JSON "):])
 
 
+def check_grpc(target: str, body: Path) -> list[float]:
+    """One ModelInfer by hand with tritonclient.grpc: the server must answer; first numbers returned."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.grpc import service_pb2
+
+    sent = service_pb2.ModelInferRequest.FromString(body.read_bytes())
+    x = np.frombuffer(sent.raw_input_contents[0], dtype=np.float32).reshape(tuple(sent.inputs[0].shape))
+    tensor = grpcclient.InferInput(sent.inputs[0].name, list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    with grpcclient.InferenceServerClient(target) as client:
+        answer = client.infer(sent.model_name, [tensor], client_timeout=60)
+    name = answer.get_response().outputs[0].name
+    return np.asarray(answer.as_numpy(name), dtype=np.float64).ravel()[:10].tolist()
+
+
+def ghz(target: str, body: Path, conns: int, seconds: int) -> dict[str, float]:
+    """ModelInfer with ``body`` (a serialized request) from ``conns`` concurrent callers on one
+    connection (one channel, as a client library opens), for ``seconds``; wrk's summary keys."""
+    argv = [GHZ, "--insecure", "--protoset", str(body.parent / "grpc_service.protoset"),
+            "--call", "inference.GRPCInferenceService.ModelInfer", "--binary-file", str(body),
+            "--concurrency", str(conns), "--connections", "1", "--duration", f"{seconds}s", "--timeout", "10s",
+            "--format", "json", target]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    if not out.stdout.strip():
+        raise RuntimeError(f"ghz printed no report: {out.stderr.strip()[-2000:]}")
+    report = json.loads(out.stdout)
+    codes = report.get("statusCodeDistribution") or {}
+    latency = {d["percentage"]: d["latency"] for d in report.get("latencyDistribution") or []}
+    ok = int(codes.get("OK", 0))
+    # the calls still in flight when the duration ends fail as ghz closes its connection ("transport is
+    # closing") or cancels them: not the server's errors
+    failed = sum(n for message, n in (report.get("errorDistribution") or {}).items()
+                 if "transport is closing" not in message and "Canceled" not in message)
+    return {"requests": ok, "duration_us": report["total"] / 1000, "non2xx": failed,
+            "connect": 0, "read": 0, "write": 0, "timeout": 0,
+            "p50_us": latency.get(50, 0) / 1000, "p99_us": latency.get(99, 0) / 1000}
+
+
 def measure(case: str, server: Server, path: str, body: Path | None, key: str, conns: int,
             seconds: int, results: list[Result], reference: dict[str, list[float]], warm_up: bool) -> None:
-    url = f"http://127.0.0.1:{server.port}{path}"
-    first = check(url, body, key)
-    if first and case in reference and not np.allclose(first, reference[case], rtol=1e-3, atol=1e-5):
-        log(f"warning: {server.label} answers {first[:3]} for {case}, others {reference[case][:3]}")
-    reference.setdefault(case, first)
+    if path == "grpc":
+        assert body is not None and server.grpc_port
+        target = f"127.0.0.1:{server.grpc_port}"
+        first = check_grpc(target, body)
+
+        def drive(secs: int) -> dict[str, float]:
+            return ghz(target, body, conns, secs)
+    else:
+        url = f"http://127.0.0.1:{server.port}{path}"
+        first = check(url, body, key)
+
+        def drive(secs: int) -> dict[str, float]:
+            return wrk(url, body, conns, secs)
+    # the same case answers alike on every server and transport (the gRPC and HTTP rows share a reference)
+    same = {"grpc_mlp_b1_c64": "mlp_b1_c64", "grpc_img32": "img32_v2_flat"}.get(case, case)
+    if first and same in reference and not np.allclose(first, reference[same], rtol=1e-3, atol=1e-5):
+        log(f"warning: {server.label} answers {first[:3]} for {case}, others {reference[same][:3]}")
+    reference.setdefault(same, first)
     if warm_up:
-        wrk(url, body, conns, 2)  # not recorded
+        drive(2)  # not recorded
     load = loadavg()
-    s = wrk(url, body, conns, seconds)
+    s = drive(seconds)
     errors = int(s["non2xx"] + s["connect"] + s["read"] + s["write"] + s["timeout"])
     r = Result(case, server.label, server.processes, conns, s["requests"] / (s["duration_us"] / 1e6), s["p50_us"] / 1000,
                s["p99_us"] / 1000, errors, load)
@@ -389,20 +498,42 @@ def report(results: list[Result], rss: dict[str, float], command: str, started: 
         value = ratio(a, b)
         if value is not None:
             lines.append(f"| (for reference) {text} | {value:.2f}x | - |")
+    # gRPC: no targets are set; the ratios against the peers' gRPC servers and this server's own HTTP
+    mls_grpc = {case: max((r for r in results if r.case == case and r.server.startswith("mlserver")),
+                          key=lambda r: r.rps, default=None) for case in ("grpc_mlp_b1_c64", "grpc_img32")}
+    for text, a, b in (
+        ("gRPC MLP c=64: modelserver vs KServe", pick(results, "grpc_mlp_b1_c64", "modelserver"),
+         pick(results, "grpc_mlp_b1_c64", "kserve")),
+        ("gRPC MLP c=64: modelserver vs MLServer's best", pick(results, "grpc_mlp_b1_c64", "modelserver"),
+         mls_grpc["grpc_mlp_b1_c64"]),
+        ("MLP c=64: modelserver over gRPC vs over HTTP (V1)", pick(results, "grpc_mlp_b1_c64", "modelserver"), ours64),
+        ("gRPC 32 images: modelserver vs KServe", pick(results, "grpc_img32", "modelserver"),
+         pick(results, "grpc_img32", "kserve")),
+        ("gRPC 32 images: modelserver vs MLServer's best", pick(results, "grpc_img32", "modelserver"),
+         mls_grpc["grpc_img32"]),
+        ("32 images: modelserver over gRPC vs over HTTP (V2 flat)", pick(results, "grpc_img32", "modelserver"),
+         pick(results, "img32_v2_flat", "modelserver")),
+    ):
+        value = ratio(a, b)
+        if value is not None:
+            lines.append(f"| (for reference) {text} | {value:.2f}x | - |")
     lines += ["", "| server (MLP model) | RSS after its runs, MB (all processes) |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.0f} |" for k, v in rss.items()]
     return "\n".join(lines) + "\n"
 
 
 WRK = "wrk"
+GHZ = "ghz"
 
 
 def main() -> int:
-    global WRK
+    global WRK, GHZ
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=int, default=6, help="measured seconds per case and round")
     p.add_argument("--rounds", type=int, default=3, help="rounds of every case on every server; rows are medians")
     p.add_argument("--only", default="", help="comma-separated servers to run (modelserver,kserve,mlserver,hello)")
+    p.add_argument("--cases", default="", help="comma-separated cases to run (hello, mlp_b1_c64, mlp_b1_c1, "
+                   "img32_v1_nested, img32_v2_flat, grpc_mlp_b1_c64, grpc_img32); all when empty")
     p.add_argument("--out", default=str(HERE / "results" / "latest.md"), help="where to write the table")
     p.add_argument("--baseline", default="", help="another checkout (git worktree add DIR REV) whose modelserver "
                    "runs every modelserver case too, as the server 'baseline'")
@@ -410,14 +541,25 @@ def main() -> int:
     seconds = max(1, min(args.seconds, 60))  # every load run is bounded
     rounds = max(1, min(args.rounds, 9))
     only = set(filter(None, args.only.split(",")))
+    order = ["hello", "mlp_b1_c64", "mlp_b1_c1", "img32_v1_nested", "img32_v2_flat", "grpc_mlp_b1_c64", "grpc_img32"]
+    chosen = set(filter(None, args.cases.split(",")))
+    if chosen - set(order):
+        p.error(f"--cases: unknown {sorted(chosen - set(order))}; the cases are {order}")
+    order = [c for c in order if not chosen or c in chosen]
 
     def want(name: str) -> bool:
         return not only or name in only
 
-    command = "make bench" if os.environ.get("BENCH_VIA_MAKE") else "python bench/run.py " + " ".join(sys.argv[1:])
+    given = " ".join(sys.argv[1:])
+    if os.environ.get("BENCH_VIA_MAKE"):
+        command = f'make bench BENCH_ARGS="{given}"' if given else "make bench"
+    else:
+        command = "python bench/run.py " + given
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
 
     WRK = ensure_wrk()
+    if {"grpc_mlp_b1_c64", "grpc_img32"} & set(order) and (not only or only & {"modelserver", "kserve", "mlserver"}):
+        GHZ = ensure_ghz()
     work = CACHE / "work"
     work.mkdir(parents=True, exist_ok=True)
     logs = work / "logs"
@@ -445,11 +587,16 @@ def main() -> int:
     img_cases: list[Case] = [
         ("img32_v1_nested", "/v1/models/mnist:predict", "v1_img32", "predictions", 4),
         ("img32_v2_flat", "/v2/models/mnist/infer", "v2_img32", "outputs", 4)]
+    # gRPC: ModelInfer with raw contents, the MLP at batch 1 and the 32 images, on every server that serves it
+    grpc_mlp: list[Case] = [("grpc_mlp_b1_c64", "grpc", "grpc_mlp", "", 64)]
+    grpc_img: list[Case] = [("grpc_img32", "grpc", "grpc_img32", "", 4)]
     if want("modelserver"):
         plan.append(("modelserver", modelserver("mlp", mlp), mlp_v1, True))
         plan.append(("modelserver", modelserver("mlp", mlp, workers=2), mlp_v1[:1], True))
         plan.append(("modelserver", modelserver("mnist", img), img_cases, False))
         plan.append(("modelserver", modelserver("mnist", img, workers=2), img_cases, False))
+        plan.append(("modelserver", modelserver("mlp", mlp, grpc=True), grpc_mlp, True))
+        plan.append(("modelserver", modelserver("mnist", img, grpc=True), grpc_img, False))
     if args.baseline:
         base = Path(args.baseline).resolve()
         if not (base / "modelserver" / "__init__.py").is_file():
@@ -459,17 +606,20 @@ def main() -> int:
         plan.append(("baseline", modelserver("mnist", img, checkout=base), img_cases, False))
         plan.append(("baseline", modelserver("mnist", img, workers=2, checkout=base), img_cases, False))
     if want("kserve"):
-        plan.append(("kserve", kserve("mlp", mlp), mlp_v1, True))
+        plan.append(("kserve", kserve("mlp", mlp), [*mlp_v1, *grpc_mlp], True))
         plan.append(("kserve", kserve("mlp", mlp, workers=2), mlp_v1[:1], True))
         plan.append(("kserve", kserve("mnist", img),
-                     [("img32_v1_nested", "/v1/models/mnist:predict", "v1_img32", "predictions", 4)], False))
+                     [("img32_v1_nested", "/v1/models/mnist:predict", "v1_img32", "predictions", 4), *grpc_img], False))
     if want("mlserver"):
         for batching in (True, False):
             plan.append(("mlserver", mlserver("mlp", mlp, work, batching=batching),
-                         [("mlp_b1_c64", "/v2/models/mlp/infer", "v2_mlp", "outputs", 64)], True))
+                         [("mlp_b1_c64", "/v2/models/mlp/infer", "v2_mlp", "outputs", 64), *grpc_mlp], True))
             plan.append(("mlserver", mlserver("mnist", img, work, batching=batching),
-                         [("img32_v2_flat", "/v2/models/mnist/infer", "v2_img32", "outputs", 4)], False))
+                         [("img32_v2_flat", "/v2/models/mnist/infer", "v2_img32", "outputs", 4), *grpc_img], False))
 
+    # only the servers with a chosen case are started
+    plan = [(group, server, [c for c in cases if c[0] in order], record) for group, server, cases, record in plan]
+    plan = [entry for entry in plan if entry[2]]
     running: list[tuple[Server, list[Case], bool]] = []
     try:
         for _, server, cases, record in plan:
@@ -481,7 +631,6 @@ def main() -> int:
                 log(f"{server.label}: FAILED to start: {e}")
                 server.stop()
         # rounds over the whole plan, so a spell of load on the machine touches every server alike
-        order = ["hello", "mlp_b1_c64", "mlp_b1_c1", "img32_v1_nested", "img32_v2_flat"]
         runs: list[Result] = []
         for round_ in range(rounds):
             log(f"round {round_ + 1} of {rounds}")

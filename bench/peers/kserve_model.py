@@ -1,4 +1,5 @@
-"""The KServe side of the benchmark: a custom ``kserve.Model`` serving a SavedModel's default signature.
+"""The KServe side of the benchmark: a custom ``kserve.Model`` serving a SavedModel's default signature,
+V1 bodies over HTTP and Open Inference Protocol requests (its gRPC server).
 
 Run with KServe's own virtual environment:
 ``python kserve_model.py --model_name mlp --model_dir DIR --http_port PORT``
@@ -39,6 +40,13 @@ class SavedModel(kserve.Model):
         self.load()
 
     def predict(self, payload, headers=None):
+        if isinstance(payload, kserve.InferRequest):  # the Open Inference Protocol (its gRPC server among them)
+            x = payload.inputs[0].as_numpy().astype(np.float32)
+            y = self.fn(x=tf.constant(x))["y"].numpy()
+            out = kserve.InferOutput(name="y", shape=list(y.shape), datatype="FP32")
+            out.set_data_from_numpy(y, binary_data=True)
+            return kserve.InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=[out],
+                                        from_grpc=payload.from_grpc)
         x = np.asarray(payload["instances"], dtype=np.float32)
         y = self.fn(x=tf.constant(x))["y"].numpy()
         return {"predictions": y.tolist()}
