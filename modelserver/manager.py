@@ -7,14 +7,17 @@ reason, and the server is ready all the same), ``on-demand`` loads one when a re
 call) first asks for it. A load runs on a thread of its own, one at a time; requests that arrive
 for a model while it loads wait for that one load, each no longer than the request timeout.
 
-The memory budget (``--max-loaded-bytes``) counts what each loaded model costs: the resident memory
-its load added (read from ``/proc/self/statm`` around it), and never less than its files' size.
-Before a model is first loaded, its cost is estimated from its files' size times the median ratio of
-memory to files seen in the loads so far (its files' size alone before any). When a load would pass
-the budget, the least recently used models with no request in flight are unloaded first; when
-every other loaded model is busy, the load waits for one to finish, bounded by the request timeout.
-A model whose files alone are bigger than the whole budget, or whose load took more than it, fails
-to load with a message that says so. After an unload the collector runs and the heap's free pages go
+The memory budget (``--max-loaded-bytes``) counts what each loaded model costs: its files' size
+(its weights, held once in memory) plus a model's own overhead (graph, functions, Python objects),
+the median of what the latest loads into fresh memory added beyond their files; and at least the
+resident memory its load added (read from ``/proc/self/statm`` around it, after its format's runtime
+has started once in the process). A load after an unload reuses the memory given up, so its RSS
+growth alone would understate it. Room is made for that and for what a load holds only while it runs
+(its peak above what stays, from ``VmHWM``). When a load would pass the budget, the least recently
+used models with no request in flight (and none waiting for them) are unloaded first; when every
+other loaded model is busy, the load waits for one to finish, bounded by the request timeout. A
+model whose files alone are bigger than the whole budget, or whose load took more than it, fails to
+load with a message that says so. After an unload the collector runs and the heap's free pages go
 back to the system, so the memory really comes back.
 
 A request holds the model it uses (``acquire``, with a holder: the request cycle) until it ends
@@ -73,6 +76,24 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * _PAGE
 
 
+def reset_peak() -> None:
+    """Start this process's peak resident memory (VmHWM) afresh from its current one."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_bytes() -> int:
+    """This process's peak resident memory since ``reset_peak``."""
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def human(n: float) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
@@ -101,10 +122,16 @@ class ModelManager:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="model-load")
         self._last_scan = 0.0
         self._scanning: asyncio.Future[None] | None = None
-        #: the formats whose runtime has started (``formats.prepare``)
+        #: the formats whose runtime has started (``ModelFormat.prepare``)
         self._prepared: set[str] = set()
-        #: what the latest loads took, for the estimate of models not loaded yet
-        self._costs: list[int] = []
+        #: what the latest loads into fresh memory took beyond their files (a model's own overhead:
+        #: its graph, functions and Python objects)
+        self._overheads: list[int] = []
+        #: a model was unloaded since the last load: the next load reuses its memory, and its RSS
+        #: growth says less than what it takes
+        self._reused = False
+        #: what the latest loads held only while they ran (their peak above what stayed)
+        self._transients: list[int] = []
 
     # -- the repository's contents ---------------------------------------------------------------
     async def scan(self) -> None:
@@ -303,9 +330,12 @@ class ModelManager:
             self._failed(entry, f"bigger than the memory budget: its files take {human(files)}, and --max-loaded-bytes "
                          f"is {human(self.budget)}", started)
             raise LoadFailed(f"model {entry.name!r} could not be loaded: {entry.error}")
-        need = min(self.estimate(entry, files), self.budget) if self.budget else 0
+        # room for the model and for what its load holds only while it runs (parsed graphs, buffers)
+        transient = int(statistics.median(self._transients)) if self._transients else 0
+        need = min(self.estimate(entry, files) + transient, self.budget) if self.budget else 0
         await self._make_room(need, entry)
         await loop.run_in_executor(self._pool, self._prepare, entry)
+        reset_peak()
         before = rss_bytes()
         await loop.run_in_executor(self._pool, lambda: load_entry(entry, self.loader, warmup=self.settings.warmup))
         if not entry.ready:
@@ -313,7 +343,13 @@ class ModelManager:
             self._unload_now(entry, "failed")  # versions that did load go too: a model is loaded whole
             self._failed(entry, reason or "not loaded", started)
             raise LoadFailed(f"model {entry.name!r} could not be loaded: {entry.error}")
-        cost = max(rss_bytes() - before, files)
+        now = rss_bytes()
+        grew = now - before
+        self._transients = [*self._transients[-49:], max(0, peak_bytes() - now)]
+        if not self._reused:
+            self._overheads = [*self._overheads[-49:], max(0, grew - files)]
+        self._reused = False
+        cost = max(grew, self.estimate_new(files))
         for vs in entry.versions.values():
             engine = getattr(vs.servable, "engine", None)
             if engine is not None:
@@ -333,7 +369,6 @@ class ModelManager:
             self._failed(entry, f"bigger than the memory budget: its load took {human(cost)}, and --max-loaded-bytes "
                          f"is {human(self.budget)}", started, counted=False)
             raise LoadFailed(f"model {entry.name!r} could not be loaded: {entry.error}")
-        self._costs = [*self._costs[-49:], cost]
         if self.budget and self.loaded_bytes > self.budget:  # it took more than estimated: make room after
             self._evict(self.loaded_bytes - self.budget, keep=entry)
 
@@ -364,12 +399,15 @@ class ModelManager:
         return entry.path
 
     def estimate(self, entry: ModelEntry, files: int) -> int:
-        """What loading ``entry`` will take: what it took last time; before its first load, its files'
-        size, and at least the median of what the latest loads took (a model's memory is at least its
-        weights, and a small model costs about what other small ones did)."""
-        if entry.measured:
-            return entry.measured
-        return max(files, int(statistics.median(self._costs)) if self._costs else 0)
+        """What loading ``entry`` will take: what it was counted at last time, else ``estimate_new``."""
+        return entry.measured or self.estimate_new(files)
+
+    def estimate_new(self, files: int) -> int:
+        """A model of ``files`` bytes: its files (its weights, held once in memory) plus the median
+        overhead of the latest loads into fresh memory. A load's count is the larger of this and
+        the RSS it added: after an unload the next load reuses the memory given up, and its RSS
+        growth alone would understate it."""
+        return files + (int(statistics.median(self._overheads)) if self._overheads else 0)
 
     def _failed(self, entry: ModelEntry, reason: str, started: float, *, counted: bool = True) -> None:
         entry.error = reason
@@ -421,6 +459,7 @@ class ModelManager:
 
     def _unload_now(self, entry: ModelEntry, reason: str) -> None:
         unload_entry(entry, reason)
+        self._reused = True
         self.loaded_bytes -= entry.charge
         entry.charge = 0
         if self.forget is not None:
