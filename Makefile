@@ -9,7 +9,7 @@ WHEELS := build/wheels
 #: the tensorflow-serving-api release that matches the installed TensorFlow (2.21.0 -> 2.21.*)
 TF_SERVING_API := $(BIN)/python -c "import importlib.metadata as m; print(m.version('tensorflow-cpu').rsplit('.', 1)[0] + '.*')"
 
-.PHONY: venv run test lint typecheck unit server-tests browser wheels images clean bench bench-llm
+.PHONY: venv run test lint typecheck unit server-tests browser wheels images clean bench bench-llm bench-repository
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ bench: $(STAMP)
 ## Generation and embedding benchmark: the server against the same models in-process
 bench-llm: $(STAMP)
 	BENCH_VIA_MAKE=1 $(BIN)/python bench/llm.py $(BENCH_ARGS)
+
+## A model repository: 100 small models under a budget that fits 10 (hits, misses, memory)
+bench-repository: $(STAMP)
+	BENCH_VIA_MAKE=1 $(BIN)/python bench/repository.py $(BENCH_ARGS)
 
 ## Wheels of the project and every dependency, for image builds without network
 wheels: $(STAMP)
