@@ -180,6 +180,20 @@ V1_STATUS = {"type": "object", "required": ["model_version_status"],
              "properties": {"model_version_status": {"type": "array"}}}
 V1_METADATA = {"type": "object", "required": ["model_spec", "metadata"]}
 V2_MODEL = {"type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"]}
+REPOSITORY_INDEX_BODY = {"type": "object", "properties": {"ready": {"type": "boolean"}}, "additionalProperties": False}
+REPOSITORY_INDEX = {
+    "type": "array",
+    "items": {
+        "type": "object", "required": ["name", "state", "reason"],
+        "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                       "state": {"enum": ["READY", "LOADING", "UNAVAILABLE"]}, "reason": {"type": "string"}},
+    },
+}
+REPOSITORY_CALL_BODY = {
+    "type": "object", "additionalProperties": False,
+    "properties": {"parameters": {"type": "object", "description": "unload: unload_dependents (a boolean); "
+                                  "load: none"}},
+}
 V2_SERVER = {"type": "object", "required": ["name", "version", "extensions"]}
 LIVE = {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}
 READY = {"type": "object", "required": ["ready"], "properties": {
@@ -221,6 +235,10 @@ def _answer(e: Endpoint) -> dict[str, Any]:
         return {"200": _json(V1_LIST)}
     if p == "/v2":
         return {"200": _json(V2_SERVER)}
+    if p == "/v2/repository/index":
+        return {"200": _json(REPOSITORY_INDEX)}
+    if p.startswith("/v2/repository/"):
+        return {"200": _json({"type": "object"})}
     if p.startswith("/v2/models/") and e.method == "get":
         return {"200": _json(V2_MODEL)}
     if p.endswith("/metadata"):
@@ -251,6 +269,10 @@ def _request(e: Endpoint, mapped: bool) -> dict[str, Any] | None:
         schema = EMBEDDINGS_BODY
     elif p in ("/predict", "/explain") and mapped:
         schema = {"type": "object", "description": "the caller's own JSON, mapped by the deployment's templates"}
+    elif p == "/v2/repository/index":
+        return {"required": False, "content": {"application/json": {"schema": REPOSITORY_INDEX_BODY}}}
+    elif p.startswith("/v2/repository/"):
+        return {"required": False, "content": {"application/json": {"schema": REPOSITORY_CALL_BODY}}}
     elif p.startswith("/v2/"):
         return {"required": True, "content": {"application/json": {"schema": V2_BODY},
                                               "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}

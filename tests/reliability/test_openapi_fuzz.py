@@ -1,5 +1,5 @@
-"""schemathesis over the served ``/openapi.json``: for the tensor model and for an OpenAI-style
-model, every operation is called with generated requests (valid and invalid), and every answer must
+"""schemathesis over the served ``/openapi.json``: for the tensor model, an OpenAI-style model and a
+model repository, every operation is called with generated requests (valid and invalid), and every answer must
 be no 5xx, with a status, content type and body that the document declares. Valid requests and
 invalid ones (schemathesis's negative mode) both; ``FUZZ_EXAMPLES`` cases of each kind an operation."""
 
@@ -80,4 +80,20 @@ def _cheap(case) -> None:  # type: ignore[no-untyped-def]
 
 def test_the_openai_server_answers_as_its_document_says(llm_server) -> None:
     failures = fuzz(llm_server.url("/openapi.json"), _cheap)
+    assert not failures, "\n\n".join(failures)
+
+
+@pytest.fixture(scope="module")
+def repository_server(start_server, tmp_path_factory):
+    from tests import models
+
+    root = tmp_path_factory.mktemp("fuzz-repository")
+    models.scaled(root / "double" / "1", 2.0)
+    models.scaled(root / "triple" / "1", 3.0)
+    return start_server(None, "--model-repository", str(root), "--load-policy", "on-demand")
+
+
+def test_a_repository_server_answers_as_its_document_says(repository_server) -> None:
+    """Many models by name, loaded on demand: index, load and unload among the operations."""
+    failures = fuzz(repository_server.url("/openapi.json"))
     assert not failures, "\n\n".join(failures)

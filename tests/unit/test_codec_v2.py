@@ -115,3 +115,31 @@ def test_body_kinds():
     assert req.inputs["x"].shape == (1, 2)
     with pytest.raises(InvalidInput, match="one input"):
         v2.decode_single({"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}, SIG, max_instances=5)
+
+
+# -- the repository extension's bodies --------------------------------------------------------------
+def test_repository_index_bodies():
+    assert v2.parse_repository_index(None) is False
+    assert v2.parse_repository_index({}) is False
+    assert v2.parse_repository_index({"ready": True}) is True
+    for body, words in (({"ready": 1}, "ready: expected true or false"), ({"repository": "x"}, "'repository'"),
+                        ([], "expected a JSON object")):
+        with pytest.raises(InvalidInput, match=words):
+            v2.parse_repository_index(body)
+
+
+def test_repository_load_and_unload_bodies():
+    v2.parse_repository_call(None, "load")
+    v2.parse_repository_call({"parameters": {}}, "load")
+    v2.parse_repository_call({"parameters": {"unload_dependents": False}}, "unload")
+    cases = [
+        ({"parameters": {"config": "{}"}}, "load", "'config' is not served"),
+        ({"parameters": {"unload_dependents": True}}, "load", "'unload_dependents' is not served"),
+        ({"parameters": {"unload_dependents": "yes"}}, "unload", "expected true or false"),
+        ({"parameters": []}, "unload", "parameters: expected an object"),
+        ({"model": "x"}, "load", "'model' is not a field here"),
+        ("load", "load", "expected a JSON object"),
+    ]
+    for body, verb, words in cases:
+        with pytest.raises(InvalidInput, match=words):
+            v2.parse_repository_call(body, verb)
