@@ -362,6 +362,9 @@ class ModelManager:
         self.metrics.model_loads.labels(entry.name, "loaded").inc()
         self.metrics.model_load_seconds.labels(entry.name).observe(seconds)
         self._gauges()
+        # a loaded model is hundreds of thousands of long-lived objects: out of the collector's sight, the
+        # full collections that run now and then under load do not walk them (an unload collects them)
+        gc.freeze()
         log.info("model in memory", extra={"model": entry.name, "bytes": cost, "files_bytes": files,
                                            "loaded_bytes": self.loaded_bytes, "seconds": round(seconds, 3)})
         if self.budget and cost > self.budget:
@@ -464,8 +467,11 @@ class ModelManager:
         entry.charge = 0
         if self.forget is not None:
             self.forget(entry.name)
-        # the model's objects hold reference cycles: collect them now, then give the heap's free pages back
+        # the model's objects hold reference cycles: collect them now (the loaded models are frozen out of
+        # the collector's sight between unloads, see _load_locked), then give the heap's free pages back
+        gc.unfreeze()
         gc.collect()
+        gc.freeze()
         reading.release_memory()
         self._gauges()
         log.info("model unloaded", extra={"model": entry.name, "reason": reason, "loaded_bytes": self.loaded_bytes})

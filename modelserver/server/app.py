@@ -273,8 +273,7 @@ async def serve(ctx: ServerContext, sockets: list[socket.socket] | None = None) 
                 if engine is not None:
                     ctx.metrics.watch_engine(entry.name, engine)
         gc.collect()
-        if manager is None:  # a repository's models come and go: frozen, an unloaded one's cycles would stay
-            gc.freeze()
+        gc.freeze()  # a repository's manager unfreezes to collect an unloaded model, and freezes again
         if repository.ready and not ctx.draining:
             if grpc_server is not None:
                 await grpc_server.set_serving(True)
