@@ -137,19 +137,20 @@ class InferenceService(Calls, pb_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: aio.ServicerContext
                                   ) -> pb.RepositoryModelLoadResponse:
-        async def load(cycle: RequestCycle) -> pb.RepositoryModelLoadResponse:
-            await self.ctx.plane.repository_call(v2grpc.repository_call(request, "load"), "load")
-            return pb.RepositoryModelLoadResponse()
-
-        return await self.call(context, "repository", request.model_name, load)
+        await self._repository_call(request, context, "load")
+        return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: aio.ServicerContext
                                     ) -> pb.RepositoryModelUnloadResponse:
-        async def unload(cycle: RequestCycle) -> pb.RepositoryModelUnloadResponse:
-            await self.ctx.plane.repository_call(v2grpc.repository_call(request, "unload"), "unload")
-            return pb.RepositoryModelUnloadResponse()
+        await self._repository_call(request, context, "unload")
+        return pb.RepositoryModelUnloadResponse()
 
-        return await self.call(context, "repository", request.model_name, unload)
+    async def _repository_call(self, request: pb.RepositoryModelLoadRequest | pb.RepositoryModelUnloadRequest,
+                               context: aio.ServicerContext, verb: str) -> None:
+        async def run(cycle: RequestCycle) -> None:
+            await self.ctx.plane.repository_call(v2grpc.repository_call(request, verb), verb)
+
+        await self.call(context, "repository", request.model_name, run)
 
 
 def tfserving_services(ctx: ServerContext) -> list[tuple[Any, Callable[[Any, aio.Server], None], str]]:
