@@ -23,6 +23,11 @@ GRPC_PORT = 8081
 #: probes: the process answers / every model is loaded and the server is not draining
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
+#: Prometheus metrics (no API key); a repository's counts are read from them
+METRICS_PATH = "/metrics"
+#: the gauge of a repository's models by ``state``, one of ``REPOSITORY_STATES``
+REPOSITORY_MODELS_METRIC = "modelserver_repository_models"
+REPOSITORY_STATES = ("ready", "loading", "failed", "unloaded")
 
 
 def model_metadata_path(model: str) -> str:

@@ -46,7 +46,7 @@ from modelserver.metrics import Metrics
 from modelserver.runtime import formats
 from modelserver.runtime.formats import KERAS_SUFFIXES, Loader
 from modelserver.runtime.repository import (
-    READY,
+    STATES,
     ModelEntry,
     ModelRepository,
     files_size,
@@ -167,6 +167,7 @@ class ModelManager:
             entry = self.repo.models[name]
             if not (entry.loaded or entry.loading or entry.in_flight):
                 del self.repo.models[name]
+        self.gauges()
 
     async def start(self) -> None:
         """The first pass: find the models, and with the policy ``all`` load each in turn."""
@@ -361,7 +362,7 @@ class ModelManager:
         seconds = time.monotonic() - started
         self.metrics.model_loads.labels(entry.name, "loaded").inc()
         self.metrics.model_load_seconds.labels(entry.name).observe(seconds)
-        self._gauges()
+        self.gauges()
         # a loaded model is hundreds of thousands of long-lived objects: out of the collector's sight, the
         # full collections that run now and then under load do not walk them (an unload collects them)
         gc.freeze()
@@ -473,17 +474,19 @@ class ModelManager:
         gc.collect()
         gc.freeze()
         reading.release_memory()
-        self._gauges()
+        self.gauges()
         log.info("model unloaded", extra={"model": entry.name, "reason": reason, "loaded_bytes": self.loaded_bytes})
 
-    def _gauges(self) -> None:
+    def gauges(self) -> None:
+        """The repository's gauges from its models as they are now (after each change, and on /metrics)."""
         loaded = sum(1 for e in self.repo.models.values() if e.loaded and not e.unload_pending)
         self.metrics.models_loaded.set(loaded)
         self.metrics.loaded_bytes.set(self.loaded_bytes)
-
-    def counts(self) -> tuple[int, int]:
-        """(models in the repository, models loaded and READY)."""
-        return len(self.repo.models), sum(1 for e in self.repo.models.values() if e.status()[0] == READY)
+        states = dict.fromkeys(STATES, 0)
+        for entry in self.repo.models.values():
+            states[entry.state()] += 1
+        for state, count in states.items():
+            self.metrics.repository_models.labels(state).set(count)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -16,6 +16,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from modelserver.contract import REPOSITORY_MODELS_METRIC
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ITL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -71,6 +73,10 @@ class Metrics:
         # a model repository (--model-repository)
         self.models_loaded = Gauge(
             "modelserver_models_loaded", "models of the repository loaded", registry=r, multiprocess_mode="livesum"
+        )
+        self.repository_models = Gauge(
+            REPOSITORY_MODELS_METRIC, "models the repository holds, by state (ready, loading, failed, "
+            "unloaded)", ["state"], registry=r, multiprocess_mode="livesum",
         )
         self.loaded_bytes = Gauge(
             "modelserver_loaded_model_bytes", "memory the loaded models are counted at against the budget", registry=r,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modelserver.contract import REPOSITORY_STATES
 from modelserver.errors import InvalidInput, ModelLoadError, NotFound, NotReady
 from modelserver.interface import Servable, Signature, Tensors
 from modelserver.runtime.formats import Loader, is_model
@@ -33,6 +34,8 @@ LOADING, AVAILABLE, FAILED = "LOADING", "AVAILABLE", "FAILED"
 UNLOADED = "UNLOADED"
 #: a model's state in the repository index (the Open Inference Protocol's repository extension)
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
+#: what ``ModelEntry.state`` says, in the order the repository's gauge lists them
+STATES = REPOSITORY_STATES
 
 
 def list_repository(root: Path) -> dict[str, Path]:
@@ -185,6 +188,14 @@ class ModelEntry:
         if failed:
             return UNAVAILABLE, "; ".join(failed)
         return UNAVAILABLE, self.unloaded_reason or "not loaded"
+
+
+    def state(self) -> str:
+        """One word for counting: ready, loading, failed (its reason says why) or unloaded."""
+        state, _ = self.status()
+        if state != UNAVAILABLE:
+            return state.lower()
+        return "failed" if self.error or any(v.error for v in self.versions.values()) else "unloaded"
 
 
 class ModelRepository:

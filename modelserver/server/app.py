@@ -22,7 +22,7 @@ import tornado.ioloop
 import tornado.web
 
 from modelserver.codecs import mapping
-from modelserver.contract import LIVE_PATH, READY_PATH
+from modelserver.contract import LIVE_PATH, METRICS_PATH, READY_PATH
 from modelserver.dataplane import DataPlane
 from modelserver.dispatch import Dispatcher
 from modelserver.manager import ModelManager
@@ -64,7 +64,7 @@ ROUTES: tuple[Route, ...] = (
     Route(r"/", pages.HomeHandler, (_ep("get", "/", "pages", "home page: signatures and curl examples"),)),
     Route(r"/openapi\.json", pages.OpenAPIHandler, (_ep("get", "/openapi.json", "pages", "this document"),)),
     Route(r"/docs", pages.DocsHandler, (_ep("get", "/docs", "pages", "endpoint list"),)),
-    Route(r"/metrics", pages.MetricsHandler, (_ep("get", "/metrics", "pages", "Prometheus metrics"),)),
+    Route(METRICS_PATH, pages.MetricsHandler, (_ep("get", METRICS_PATH, "pages", "Prometheus metrics"),)),
     Route(r"/v1/models", v1.ListHandler, (_ep("get", "/v1/models", "v1", "list models (V1 and OpenAI forms in one body)"),)),
     Route(r"/openai/v1/models", openai.ModelsHandler, (_ep("get", "/openai/v1/models", "openai", "list models"),)),
     Route(rf"/openai/v1/models/{M}", openai.ModelsHandler,

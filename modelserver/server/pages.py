@@ -84,5 +84,7 @@ class MetricsHandler(BaseHandler):
     async def get(self) -> None:
         if self.ctx.metrics.multiprocess:
             self.ctx.metrics.in_flight.set(self.ctx.in_flight)  # this worker's, fresh; the others' are sampled
+        if self.ctx.plane.manager is not None:
+            self.ctx.plane.manager.gauges()
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.finish(self.ctx.metrics.render())

@@ -85,6 +85,9 @@ def test_every_model_is_served_by_name_and_a_broken_one_fails_only_itself(repo_a
     assert requests.get(server.url("/v2/models/empty/ready"), timeout=5).status_code == 503
     assert requests.get(server.url("/v2/models/double/ready"), timeout=5).status_code == 200
     assert set(index(server, ready=True)) == {"double", "scaled", "triple"}
+    states = {state: metric(server, "modelserver_repository_models", state=state)
+              for state in ("ready", "loading", "failed", "unloaded")}
+    assert states == {"ready": 3, "loading": 0, "failed": 1, "unloaded": 0}
     unknown = predict(server, "nope")
     assert unknown.status_code == 404 and "nope" in unknown.json()["error"]
     # the paths that name no model cannot choose one among several
@@ -166,6 +169,7 @@ def loaded(server) -> list[str]:
 def test_on_demand_loads_on_first_request_and_keeps_the_most_recently_used_within_the_budget(on_demand):
     server, _, budget = on_demand
     assert loaded(server) == []  # nothing loaded at start, and the server is ready
+    assert metric(server, "modelserver_repository_models", state="unloaded") == len(index(server))
     assert requests.get(server.url("/v2/health/ready"), timeout=5).status_code == 200
     used: list[str] = []
     for name in ["m0", "m1", "m2", "m3", "m1", "m4", "m5", "m1", "m6", "m0", "m7", "m1"]:
@@ -176,6 +180,7 @@ def test_on_demand_loads_on_first_request_and_keeps_the_most_recently_used_withi
         # what stays loaded is always the most recently used ones, whatever each one measured
         assert now and now == sorted(used[-len(now):]), (now, used)
         assert metric(server, "modelserver_loaded_model_bytes") <= budget
+        assert metric(server, "modelserver_repository_models", state="ready") == len(now)
     assert metric(server, "modelserver_model_evictions_total", model="m2") >= 1
     assert metric(server, "modelserver_model_loads_total", model="m1", outcome="loaded") == 1  # kept: used often
     assert metric(server, "modelserver_model_load_seconds_count", model="m7") == 1
