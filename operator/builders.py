@@ -80,8 +80,9 @@ def server_env(spec: Spec) -> list[dict[str, str]]:
     name the server does not declare.
     """
     b = spec.batching
-    values: dict[str, Any] = {
-        "name": spec.model_name,
+    # a repository's models are named by their directories
+    values: dict[str, Any] = {} if spec.repository is not None else {"name": spec.model_name}
+    values |= {
         "format": spec.format,
         "host": "0.0.0.0",
         "port": PORT,
@@ -96,6 +97,10 @@ def server_env(spec: Spec) -> list[dict[str, str]]:
         "drain_seconds": DRAIN_SECONDS,
         "log_format": "json",
     }
+    if spec.repository is not None:
+        values["model_repository"] = spec.server_path()
+        values["load_policy"] = spec.repository.load_policy
+        values["max_loaded_bytes"] = spec.repository.max_loaded_bytes
     limit_names = {
         "maxBodyBytes": "max_body_bytes",
         "timeoutSeconds": "timeout_seconds",
@@ -146,7 +151,7 @@ def pod_template(spec: Spec, image: str) -> dict[str, Any]:
         fetch: dict[str, Any] = {
             "name": FETCH_CONTAINER,
             "image": image,
-            "args": ["fetch", src.uri, src.server_path(spec.model_name)],
+            "args": ["fetch", src.uri, spec.server_path()],
             "volumeMounts": [{"name": "model", "mountPath": MODEL_ROOT}, {"name": "tmp", "mountPath": "/tmp"}],
             "securityContext": _container_security(),
             "resources": spec.resources,
@@ -159,7 +164,7 @@ def pod_template(spec: Spec, image: str) -> dict[str, Any]:
         secret, key = spec.api_key_secret
         volumes.append({"name": "api-keys", "secret": {"secretName": secret, "items": [{"key": key, "path": "keys"}]}})
         mounts.append({"name": "api-keys", "mountPath": KEYS_DIR, "readOnly": True})
-    path = src.server_path(spec.model_name)
+    path = None if spec.repository is not None else spec.server_path()  # a repository's is a setting
     container: dict[str, Any] = {
         "name": "modelserver",
         "image": image,
@@ -190,6 +195,8 @@ def pod_template(spec: Spec, image: str) -> dict[str, Any]:
         # the last log lines become the termination message the operator reports
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    if spec.storage_secret and not spec.fetched:  # a repository in S3: the server reads each model as it loads
+        container["envFrom"] = [{"secretRef": {"name": spec.storage_secret}}]
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -291,11 +298,14 @@ def children(spec: Spec, uid: str, image: str) -> list[tuple[str, dict[str, Any]
 
 
 def url(spec: Spec) -> str:
-    """The in-cluster inference URL in the spec's protocol (``auto``: openai for huggingface models)."""
+    """The in-cluster inference URL in the spec's protocol (``auto``: openai for huggingface models);
+    for a repository the base its models' paths go below (``.../v1/models``)."""
     base = f"http://{child_name(spec.name)}.{spec.namespace}.svc.cluster.local"
     protocol = spec.protocol
     if protocol == "auto":
         protocol = "openai" if spec.format == "huggingface" else "v1"
+    if spec.repository is not None:  # each model of the repository below it, by name
+        return f"{base}/openai/v1" if protocol == "openai" else f"{base}/{protocol}/models"
     if protocol == "v2":
         return f"{base}/v2/models/{spec.model_name}/infer"
     if protocol == "openai":

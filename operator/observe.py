@@ -75,6 +75,16 @@ def model_info(k: Kube, spec: spec_mod.Spec, pods: list[status_mod.PodView]) -> 
     return None
 
 
+def repository_info(k: Kube, spec: spec_mod.Spec, pods: list[status_mod.PodView]) -> dict[str, Any] | None:
+    """How many models the repository holds and how many are loaded, from the first ready pod's metrics."""
+    for p in pods:
+        if p.ready:
+            code, text = k.pod_get(spec.namespace, p.name, builders.PORT, contract.METRICS_PATH)
+            if code == 200:
+                return status_mod.repository_counts(text)
+    return None
+
+
 def write_status(
     k: Kube, body: Mapping[str, Any], spec: spec_mod.Spec | None, spec_error: str, *, keep_invalid: bool = False
 ) -> None:
@@ -111,11 +121,12 @@ def write_status(
             url=builders.url(spec),
             grpcAddress=builders.grpc_address(spec),
         )
-        model = model_info(k, spec, pods)
-        if model is not None:
-            new["model"] = model
-        elif old.get("model"):
-            new["model"] = old["model"]
+        key, info = ("model", model_info(k, spec, pods)) if spec.repository is None else (
+            "repository", repository_info(k, spec, pods))
+        if info is not None:
+            new[key] = info
+        elif old.get(key):
+            new[key] = old[key]
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     new["conditions"] = status_mod.merge_conditions(list(old.get("conditions", [])), status_mod.ready_condition(observed), now)
     if {key: old.get(key) for key in new} != new:

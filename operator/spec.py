@@ -6,10 +6,12 @@ the essentials (a spec may predate a schema change) and raises ``SpecError`` say
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.utils.quantity import parse_quantity
 from modeldeploy_operator.errors import SpecError
 
 from modelserver import contract
@@ -41,7 +43,7 @@ class ModelSource:
         return f"{MODEL_ROOT}/{model_name}"
 
 
-def parse_uri(uri: str) -> ModelSource:
+def parse_uri(uri: str, where: str = "spec.model.uri") -> ModelSource:
     if not uri:
         return ModelSource("demo")
     m = _PVC.match(uri)
@@ -53,7 +55,52 @@ def parse_uri(uri: str) -> ModelSource:
         return ModelSource("s3", uri)
     if uri.startswith("file:///"):
         return ModelSource("file", uri)
-    raise SpecError(f"spec.model.uri {uri!r}: expected pvc://CLAIM/PATH, http(s)://..., s3://BUCKET/PREFIX or file:///PATH")
+    raise SpecError(f"{where} {uri!r}: expected pvc://CLAIM/PATH, http(s)://..., s3://BUCKET/PREFIX or file:///PATH")
+
+
+@dataclass(frozen=True)
+class Repository:
+    """``spec.repository``: many models served by one pod, loaded as the policy says, within a budget."""
+
+    #: ``all`` or ``on-demand`` (``contract.LOAD_POLICIES``)
+    load_policy: str = "all"
+    #: bytes the loaded models may take (0: no limit)
+    max_loaded_bytes: int = 0
+
+
+def _max_loaded_bytes(value: Any) -> int:
+    """``spec.repository.maxLoadedBytes``: an integer of bytes or a quantity (``512Mi``, ``2G``)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise SpecError(f"spec.repository.maxLoadedBytes: expected bytes or a quantity such as 512Mi, got {value!r}")
+    try:
+        amount = parse_quantity(value)
+    except ValueError:
+        amount = None
+    if amount is None or amount < 0:
+        raise SpecError(f"spec.repository.maxLoadedBytes: expected bytes or a quantity such as 512Mi, got {value!r}")
+    return math.ceil(amount)
+
+
+def _repository(spec: dict[str, Any]) -> tuple[Repository, ModelSource]:
+    """``spec.repository`` checked as the schema does: its policy, its budget and where it is."""
+    repo = _obj(spec, "repository")
+    if "model" in spec:
+        raise SpecError("set spec.model or spec.repository, not both")
+    policy = repo.get("loadPolicy", "all")
+    if policy not in contract.LOAD_POLICIES:
+        raise SpecError(f"spec.repository.loadPolicy: expected one of {', '.join(contract.LOAD_POLICIES)}, got {policy!r}")
+    source = parse_uri(str(repo.get("uri") or ""), "spec.repository.uri")
+    if source.kind not in ("pvc", "s3", "file"):
+        raise SpecError(f"spec.repository.uri {repo.get('uri')!r}: expected pvc://CLAIM/PATH, s3://BUCKET/PREFIX or file:///PATH")
+    for key in ("mapping", "generation"):
+        if key in spec:
+            raise SpecError(f"spec.{key} applies to one model: not with spec.repository")
+    if int(spec.get("workers", 1)) != 1:
+        raise SpecError("spec.workers must be 1 with spec.repository: each process would load its own copies "
+                        "against its own budget; use replicas")
+    return Repository(policy, _max_loaded_bytes(repo.get("maxLoadedBytes"))), source
 
 
 @dataclass(frozen=True)
@@ -88,11 +135,20 @@ class Spec:
     service_account: str = ""
     #: custom mapping templates: ``request``, and optionally ``response`` and ``example``
     mapping: dict[str, Any] = field(default_factory=dict)
+    #: ``spec.repository``: a model repository instead of one model (``source`` says where it is)
+    repository: Repository | None = None
 
     @property
     def fetched(self) -> bool:
-        """True when an init container fetches the model (http(s)://, s3://)."""
-        return self.source.kind in ("http", "s3")
+        """True when an init container fetches the model (http(s)://, s3://); a repository in S3 is
+        read by the server itself, each model when it loads."""
+        return self.repository is None and self.source.kind in ("http", "s3")
+
+    def server_path(self) -> str | None:
+        """The model path, or the repository's path or s3:// prefix, given to ``modelserver serve``."""
+        if self.repository is not None and self.source.kind == "s3":
+            return self.source.uri
+        return self.source.server_path(self.model_name)
 
 
 def _obj(spec: dict[str, Any], key: str) -> dict[str, Any]:
@@ -138,6 +194,9 @@ def _prompt_cap(explainer: dict[str, Any]) -> int | None:
 def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
     """Typed spec with defaults; ``SpecError`` says what to fix."""
     model = _obj(spec, "model")
+    repository: Repository | None = None
+    if "repository" in spec:
+        repository, repo_source = _repository(spec)
     protocol = spec.get("protocol", "auto")
     if protocol not in PROTOCOLS:
         raise SpecError(f"spec.protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -164,12 +223,13 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
     budget = spec.get("disruptionBudget")
     if budget is not None and ("minAvailable" in budget) == ("maxUnavailable" in budget):
         raise SpecError("spec.disruptionBudget needs exactly one of minAvailable or maxUnavailable")
-    storage = _obj(model, "storage").get("secretRef") or {}
+    where = "repository" if repository is not None else "model"
+    storage = _obj(_obj(spec, where), "storage").get("secretRef") or {}
     if storage and not isinstance(storage.get("name"), str):
-        raise SpecError("spec.model.storage.secretRef.name: expected the name of a Secret")
-    source = parse_uri(model.get("uri", ""))
+        raise SpecError(f"spec.{where}.storage.secretRef.name: expected the name of a Secret")
+    source = repo_source if repository is not None else parse_uri(model.get("uri", ""))
     if storage and source.kind != "s3":
-        raise SpecError("spec.model.storage applies to s3:// URIs only")
+        raise SpecError(f"spec.{where}.storage applies to s3:// URIs only")
     mapping = _obj(spec, "mapping")
     for key, value in mapping.items():
         if key not in ("request", "response", "example") or not isinstance(value, dict):
@@ -184,7 +244,7 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         model_name=model.get("name") or name,
         source=source,
         signature=model.get("signature", "serving_default"),
-        format=fmt,
+        format="auto" if repository is not None else fmt,
         protocol=protocol,
         readiness_probe=_readiness_probe(spec),
         image=spec.get("image", ""),
@@ -202,4 +262,5 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         storage_secret=storage.get("name", "") if storage else "",
         service_account=str(spec.get("serviceAccountName") or ""),
         mapping=mapping,
+        repository=repository,
     )

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelserver.contract import NotReadyReason
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelserver.contract import REPOSITORY_MODELS_METRIC, REPOSITORY_STATES, NotReadyReason
 
 IMAGE_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 CONFIG_ERRORS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
@@ -92,3 +94,27 @@ def merge_conditions(old: list[dict[str, Any]], new: dict[str, Any], now: str) -
     previous = next((c for c in old if c.get("type") == new["type"]), None)
     stamp = previous["lastTransitionTime"] if previous and previous.get("status") == new["status"] and previous.get("lastTransitionTime") else now
     return [c for c in old if c.get("type") != new["type"]] + [{**new, "lastTransitionTime": stamp}]
+
+
+def repository_counts(metrics_text: str) -> dict[str, Any] | None:
+    """``status.repository`` from a pod's Prometheus metrics: the models its repository holds, how
+    many are loaded, loading and failed, and a summary for ``kubectl get`` (None: no such gauge)."""
+    counts: dict[str, int] = {}
+    try:
+        for family in text_string_to_metric_families(metrics_text):
+            if family.name == REPOSITORY_MODELS_METRIC:
+                for sample in family.samples:
+                    counts[sample.labels.get("state", "")] = int(sample.value)
+    except ValueError:  # not Prometheus text: no counts
+        return None
+    if not counts:
+        return None
+    by_state = {state: counts.get(state, 0) for state in REPOSITORY_STATES}
+    total = sum(by_state.values())
+    return {
+        "models": total,
+        "loaded": by_state["ready"],
+        "loading": by_state["loading"],
+        "failed": by_state["failed"],
+        "summary": f"{by_state['ready']}/{total} loaded" + (f", {by_state['failed']} failed" if by_state["failed"] else ""),
+    }

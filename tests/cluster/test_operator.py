@@ -225,6 +225,19 @@ def test_invalid_specs_are_refused_by_the_api_server(k: Cluster):
         (mdep("bad9", {"model": {"format": "huggingface"}, "generation": {"maxModelLen": -1}}),
          "spec.generation.maxModelLen: Invalid value"),
         (mdep("bad10", {"workers": 65}), "spec.workers: Invalid value"),
+        (mdep("bad14", {"model": {"uri": "pvc://m/a"}, "repository": {"uri": "pvc://m/b"}}),
+         "set spec.model or spec.repository, not both"),
+        (mdep("bad15", {"repository": {"uri": "https://host/models.tgz"}}), "repository.uri must start with pvc://CLAIM"),
+        (mdep("bad16", {"repository": {"uri": "s3://models/a", "loadPolicy": "lazy"}}),
+         "spec.repository.loadPolicy: Unsupported value"),
+        (mdep("bad17", {"repository": {"uri": "s3://models/a", "maxLoadedBytes": "lots"}}),
+         "repository.maxLoadedBytes must be a number of bytes or a quantity"),
+        (mdep("bad18", {"repository": {"uri": "s3://models/a", "maxLoadedBytes": -5}}),
+         "repository.maxLoadedBytes must be a number of bytes or a quantity"),
+        (mdep("bad19", {"repository": {"uri": "s3://models/a"}, "workers": 2}), "spec.workers must be 1 with spec.repository"),
+        (mdep("bad20", {"repository": {"uri": "s3://models/a"}, "mapping": {"request": {"a": "b"}}}),
+         "spec.mapping applies to one model"),
+        (mdep("bad21", {"repository": {"loadPolicy": "all"}}), "spec.repository.uri: Required value"),
     ]
     for body, words in cases:
         with pytest.raises(ApiException) as e:
@@ -237,7 +250,7 @@ def test_invalid_specs_are_refused_by_the_api_server(k: Cluster):
 def test_defaults_are_filled_in(k: Cluster):
     k.create(mdep("demo"))
     spec = k.get("demo")["spec"]
-    assert spec["protocol"] == "auto" and spec["model"] == {"format": "tensorflow", "signature": "serving_default"}
+    assert spec["protocol"] == "auto" and "model" not in spec and "repository" not in spec
     dep = wait_for("deployment", lambda: k.deployment("demo"))
     assert dep.spec.template.spec.containers[0].args == ["serve"]  # the bundled demo
     assert dep.spec.replicas == 1
@@ -254,6 +267,25 @@ def test_a_huggingface_model_is_accepted_and_configured(k: Cluster):
     assert env["MODELSERVER_MAX_SEQUENCES"] == "4" and env["MODELSERVER_MAX_MODEL_LEN"] == "128"
     wait_for("url", lambda: k.get("llm").get("status", {}).get("url") == f"http://llm.{k.ns}.svc.cluster.local/openai/v1")
     k.delete("llm")
+
+
+def test_a_repository_is_accepted_and_configured(k: Cluster):
+    k.create(mdep("repo", {
+        "repository": {"uri": "s3://models/customers", "loadPolicy": "on-demand", "maxLoadedBytes": "48Mi",
+                       "storage": {"secretRef": {"name": "s3-creds"}}},
+        "protocol": "v2",
+    }))
+    assert k.get("repo")["spec"]["repository"]["maxLoadedBytes"] == "48Mi"
+    env = wait_for("env", lambda: k.env("repo"))
+    assert env["MODELSERVER_MODEL_REPOSITORY"] == "s3://models/customers"
+    assert env["MODELSERVER_LOAD_POLICY"] == "on-demand" and env["MODELSERVER_MAX_LOADED_BYTES"] == str(48 * 2**20)
+    c = k.deployment("repo").spec.template.spec.containers[0]
+    assert c.args == ["serve"] and c.env_from[0].secret_ref.name == "s3-creds"
+    wait_for("url", lambda: k.get("repo").get("status", {}).get("url") == f"http://repo.{k.ns}.svc.cluster.local/v2/models")
+    k.create(mdep("repo-bytes", {"repository": {"uri": "pvc://shared/models", "maxLoadedBytes": 50000000}}))
+    assert wait_for("env", lambda: k.env("repo-bytes"))["MODELSERVER_MAX_LOADED_BYTES"] == "50000000"
+    k.delete("repo")
+    k.delete("repo-bytes")
 
 
 def test_autoscaling_and_disruption_budget_come_and_go(k: Cluster):

@@ -291,3 +291,52 @@ def test_the_grpc_port_on_the_container_and_the_service_and_a_grpc_readiness_pro
     assert probe["grpc"] == {"port": 8081, "service": ""} and "httpGet" not in probe
     with pytest.raises(SpecError, match="readinessProbe: expected http or grpc"):
         build({"readinessProbe": "tcp"})
+
+
+def test_a_repository_in_s3_is_read_by_the_server_with_the_credentials():
+    out = build({"repository": {"uri": "s3://models/customers", "loadPolicy": "on-demand", "maxLoadedBytes": "64Mi",
+                                "storage": {"secretRef": {"name": "s3-creds"}}}}, name="customers")
+    dep = out["Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    assert "initContainers" not in pod  # nothing fetched at start: each model when it loads
+    c = container(dep)
+    assert c["args"] == ["serve"] and c["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    e = env(dep)
+    assert e["MODELSERVER_MODEL_REPOSITORY"] == "s3://models/customers"
+    assert e["MODELSERVER_LOAD_POLICY"] == "on-demand" and e["MODELSERVER_MAX_LOADED_BYTES"] == str(64 * 2**20)
+    assert e["MODELSERVER_FORMAT"] == "auto" and "MODELSERVER_NAME" not in e  # models are named by their directories
+    s = parse("customers", "ml", {"repository": {"uri": "s3://models/customers"}, "protocol": "v2"})
+    assert builders.url(s) == "http://customers.ml.svc.cluster.local/v2/models"
+    assert builders.url(parse("c", "ml", {"repository": {"uri": "s3://mb/c"}})).endswith("/v1/models")
+
+
+def test_a_repository_on_a_claim_is_mounted_read_only():
+    dep = build({"repository": {"uri": "pvc://shared/teams/a", "maxLoadedBytes": 10_000_000}})["Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    assert {"name": "model", "persistentVolumeClaim": {"claimName": "shared", "readOnly": True}} in pod["volumes"]
+    assert {"name": "model", "mountPath": "/models", "readOnly": True} in container(dep)["volumeMounts"]
+    e = env(dep)
+    assert e["MODELSERVER_MODEL_REPOSITORY"] == "/models/teams/a" and e["MODELSERVER_LOAD_POLICY"] == "all"
+    assert e["MODELSERVER_MAX_LOADED_BYTES"] == "10000000" and "envFrom" not in container(dep)
+    whole = env(build({"repository": {"uri": "pvc://shared", "maxLoadedBytes": "1.5Gi"}})["Deployment"])
+    assert whole["MODELSERVER_MODEL_REPOSITORY"] == "/models" and whole["MODELSERVER_MAX_LOADED_BYTES"] == str(3 * 2**29)
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"model": {"uri": "pvc://m/a"}, "repository": {"uri": "pvc://m/b"}}, "spec.model or spec.repository, not both"),
+        ({"repository": {"uri": "https://h/models.tgz"}}, "spec.repository.uri .*pvc://CLAIM/PATH, s3://"),
+        ({"repository": {"uri": "gs://b/p"}}, "spec.repository.uri 'gs://b/p'"),
+        ({"repository": {"uri": "s3://mb/p", "loadPolicy": "lazy"}}, "loadPolicy: expected one of all, on-demand"),
+        ({"repository": {"uri": "s3://mb/p", "maxLoadedBytes": "lots"}}, "maxLoadedBytes: expected bytes or a quantity"),
+        ({"repository": {"uri": "s3://mb/p", "maxLoadedBytes": -1}}, "maxLoadedBytes: expected bytes"),
+        ({"repository": {"uri": "s3://mb/p"}, "workers": 2}, "spec.workers must be 1 with spec.repository"),
+        ({"repository": {"uri": "s3://mb/p"}, "mapping": {"request": {"a": "b"}}}, "spec.mapping applies to one model"),
+        ({"repository": {"uri": "pvc://m/p", "storage": {"secretRef": {"name": "x"}}}},
+         "spec.repository.storage applies to s3:// URIs only"),
+    ],
+)
+def test_repository_specs_that_cannot_work_say_why(spec, words):
+    with pytest.raises(SpecError, match=words):
+        parse("repo", "ml", spec)

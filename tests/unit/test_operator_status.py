@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from modeldeploy_operator import status
 from modeldeploy_operator.status import Observed, PodView, merge_conditions, ready_condition
 
 from modelserver.contract import NotReadyReason
@@ -63,3 +64,20 @@ def test_errors_map_to_kopf_retries():
     assert isinstance(classify_api_error(503, "down"), TransientError)
     assert isinstance(classify_api_error(None, "timeout"), TransientError)
     assert isinstance(classify_api_error(422, "invalid"), SpecError)
+
+
+def test_a_repository_s_counts_come_from_the_pod_s_metrics():
+    text = "\n".join([
+        "# HELP modelserver_repository_models models the repository holds, by state",
+        "# TYPE modelserver_repository_models gauge",
+        'modelserver_repository_models{state="ready"} 9.0',
+        'modelserver_repository_models{state="loading"} 1.0',
+        'modelserver_repository_models{state="failed"} 2.0',
+        'modelserver_repository_models{state="unloaded"} 28.0',
+        "# TYPE modelserver_ready gauge",
+        "modelserver_ready 1.0",
+    ]) + "\n"
+    assert status.repository_counts(text) == {
+        "models": 40, "loaded": 9, "loading": 1, "failed": 2, "summary": "9/40 loaded, 2 failed"}
+    assert status.repository_counts("modelserver_ready 1.0\n") is None  # a server of one model
+    assert status.repository_counts("<html>not metrics {") is None
