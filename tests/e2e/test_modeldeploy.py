@@ -10,9 +10,11 @@ requests, and deletion leaving nothing behind.
 from __future__ import annotations
 
 import base64
+import concurrent.futures as cf
 import json
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -23,6 +25,7 @@ import numpy as np
 import openai
 import pytest
 import requests
+import tritonclient.http as httpclient
 
 from tests import hf_models, keras_models, models, s3_store
 from tests.incluster import CLIENT
@@ -460,6 +463,85 @@ def test_s3_models_become_ready_and_answer_and_a_wrong_key_says_so(installed, ns
         assert "envFrom" not in pod["containers"][0]
     finally:
         kubectl(cluster, "-n", ns, "delete", "mdep/missing", "--wait=false", check=False)
+
+
+def wait_status(cluster, ns: str, name: str, what: str, probe, timeout: float = 120) -> dict:
+    """The resource's status once ``probe(status)`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = mdep_status(cluster, ns, name)
+        if probe(st):
+            return st
+        time.sleep(2)
+    raise AssertionError(f"{name}: {what} never seen in status {st}:\n{diagnose(cluster, ns)}")
+
+
+def test_a_repository_of_many_models_answers_for_each_through_the_service(installed, ns, seaweedfs, tmp_path):
+    """examples/model-repository.yaml as written: two dozen Keras models in S3, each loaded on its first
+    request within a 5 MiB budget, answered by name through the Service; the status counts them."""
+    cluster = installed
+    count = 24
+    made = subprocess.run([sys.executable, str(ROOT / "examples" / "model-repository.py"), str(tmp_path / "customers"),
+                           "--models", str(count)], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    files = sorted((tmp_path / "customers").glob("*.keras"))
+    assert len(files) == count
+    for path in files:
+        seaweedfs.upload_file(str(path), "models", f"customers/{path.name}")
+    kubectl(cluster, "-n", ns, "apply", "-f", str(ROOT / "examples" / "model-repository.yaml"))
+    try:
+        wait_ready(cluster, ns, "customers")
+        st = wait_status(cluster, ns, "customers", f"{count} models",
+                         lambda st: (st.get("repository") or {}).get("models") == count)
+        assert st["url"] == f"http://customers.{ns}.svc.cluster.local/v2/models"
+        pod = json.loads(kubectl(cluster, "-n", ns, "get", "pods", "-l", "app.kubernetes.io/instance=customers",
+                                 "-o", "json").stdout)["items"][0]["spec"]
+        assert "initContainers" not in pod  # the server reads each model from the bucket as it loads
+        assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+
+        rng = np.random.default_rng(3)
+        asked = {f"customer-{i:03d}": files[i - 1] for i in range(1, 21)}
+        tenure = rng.uniform(0, 60, (2, 1)).astype(np.float32)
+        usage = rng.uniform(0, 1, (2, 3)).astype(np.float32)
+
+        def ask(port: int, name: str) -> np.ndarray:
+            client = httpclient.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=120)
+            inputs = [httpclient.InferInput("tenure", [2, 1], "FP32"), httpclient.InferInput("usage", [2, 3], "FP32")]
+            inputs[0].set_data_from_numpy(tenure)
+            inputs[1].set_data_from_numpy(usage)
+            return client.infer(name, inputs).as_numpy("churn")
+
+        with cluster.port_forward(ns, "svc/customers", 80) as port:
+            client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+            index = {m["name"]: m["state"] for m in client.get_model_repository_index()}
+            assert len(index) == count and set(index.values()) == {"UNAVAILABLE"}  # on demand: none loaded yet
+            with cf.ThreadPoolExecutor(4) as pool:
+                answers = dict(zip(asked, pool.map(lambda n: ask(port, n), asked)))
+            for name, path in asked.items():
+                np.testing.assert_allclose(answers[name], keras_models.predict(path, tenure, usage)[0], atol=1e-5)
+            r = requests.post(f"http://127.0.0.1:{port}/v1/models/customer-024:predict",
+                              json={"instances": [{"tenure": [12.0], "usage": [0.2, 0.5, 0.9]}]}, timeout=60)
+            expected = keras_models.predict(files[23], np.array([[12.0]], np.float32),
+                                            np.array([[0.2, 0.5, 0.9]], np.float32))[0]
+            np.testing.assert_allclose(r.json()["predictions"], expected.tolist(), atol=1e-5)
+            missing = requests.post(f"http://127.0.0.1:{port}/v2/models/customer-999/infer", json={"inputs": []}, timeout=30)
+            assert missing.status_code == 404 and "customer-999" in missing.json()["error"]
+            loaded = sorted(m["name"] for m in client.get_model_repository_index() if m["state"] == "READY")
+            metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+        # 21 models asked for, a 5 MiB budget (each is counted at about 0.5 MB): the least recently
+        # used were unloaded for the later ones
+        assert 1 <= len(loaded) < 15 and "customer-024" in loaded, loaded
+        counted = next(float(ln.split()[1]) for ln in metrics.splitlines() if ln.startswith("modelserver_loaded_model_bytes "))
+        assert counted <= 5 * 2**20
+        evicted = [ln for ln in metrics.splitlines() if ln.startswith("modelserver_model_evictions_total{")]
+        assert evicted, metrics[-3000:]
+        st = wait_status(cluster, ns, "customers", f"{len(loaded)} loaded",
+                         lambda st: (st.get("repository") or {}).get("loaded") == len(loaded))
+        assert st["repository"]["summary"] == f"{len(loaded)}/{count} loaded"
+        wide = kubectl(cluster, "-n", ns, "get", "mdep/customers", "-o", "wide").stdout
+        assert f"{len(loaded)}/{count} loaded" in wide, wide
+    finally:
+        kubectl(cluster, "-n", ns, "delete", "mdep/customers", "--wait=false", check=False)
 
 
 CHAOS_CLIENT = CLIENT_ASK + r'''
