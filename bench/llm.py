@@ -9,7 +9,9 @@
    sentences and of batches of 32;
 3. starts ``modelserver serve`` for each model on 127.0.0.1 and drives it over HTTP with streamed
    ``/v1/completions`` requests at concurrency 1 and 8 (tokens/s from the ``usage`` of each answer,
-   time to first token from the first SSE event), and ``/v1/embeddings`` at concurrency 1 and 8;
+   time to first token from the first SSE event), the same with a JSON schema constraint
+   (``response_format``: every token masked by the grammar), and ``/v1/embeddings`` at
+   concurrency 1 and 8;
 4. prints a table with the ratios to in-process and writes it to ``bench/results/llm.md``.
 
 The load generator is threads with ``http.client`` in this process, on the same 2 cores as the
@@ -43,6 +45,12 @@ from tests import hf_models  # noqa: E402
 PROMPT = "Once upon a time, in a small town by the river, there lived"
 SENTENCE = "A man is playing a guitar on the street corner."
 LLAMA_SIZE = {"hidden": 512, "layers": 8, "heads": 8, "kv_heads": 4, "intermediate": 1408}
+#: the constrained case: a record whose last field is free text, so completions run their length
+SCHEMA = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 24},
+                                           "year": {"type": "integer", "minimum": 1900, "maximum": 2100},
+                                           "genre": {"enum": ["drama", "comedy", "documentary"]},
+                                           "story": {"type": "string"}},
+          "required": ["title", "year", "genre", "story"], "additionalProperties": False}
 
 
 @dataclass
@@ -100,10 +108,14 @@ def inprocess_embeddings(path: Path, batch: int, seconds: float) -> float:
 
 
 # -- over HTTP ------------------------------------------------------------------------------------------
-def stream_completion(port: int, tokens: int) -> tuple[int, float, float]:
-    """(completion tokens, time to first event, total time) of one streamed completion."""
-    body = json.dumps({"prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True,
-                       "stream_options": {"include_usage": True}})
+def stream_completion(port: int, tokens: int, schema: dict | None = None) -> tuple[int, float, float]:
+    """(completion tokens, time to first event, total time) of one streamed completion (``schema``:
+    constrained to JSON fitting it)."""
+    request = {"prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True,
+               "stream_options": {"include_usage": True}}
+    if schema is not None:
+        request["response_format"] = {"type": "json_schema", "json_schema": {"name": "record", "schema": schema}}
+    body = json.dumps(request)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     t0 = time.perf_counter()
     conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
@@ -145,10 +157,12 @@ def drive(fn, conns: int, seconds: float) -> list:  # type: ignore[no-untyped-de
     return [time.perf_counter() - t0, results]
 
 
-def http_generation(port: int, tokens: int, conns: int, seconds: float) -> tuple[float, float]:
-    elapsed, results = drive(lambda: stream_completion(port, tokens), conns, seconds)
+def http_generation(port: int, tokens: int, conns: int, seconds: float, schema: dict | None = None
+                    ) -> tuple[float, float, float]:
+    """(tokens/s, time to first token p50, mean tokens per completion)."""
+    elapsed, results = drive(lambda: stream_completion(port, tokens, schema), conns, seconds)
     produced = sum(r[0] for r in results)
-    return produced / elapsed, statistics.median(r[1] for r in results)
+    return produced / elapsed, statistics.median(r[1] for r in results), produced / max(1, len(results))
 
 
 def embed_once(port: int, batch: int) -> int:
@@ -181,7 +195,7 @@ def report(rows: list[Row], command: str, started: str, notes: list[str]) -> str
     lines = [
         "# Generation and embedding benchmark", "",
         f"Command: `{command}`, started {started} UTC on this machine ({os.cpu_count()} CPUs).", "",
-        "| case | measure | value | in-process | ratio | note |", "|---|---|---|---|---|---|",
+        "| case | measure | value | reference (in-process unless said) | ratio | note |", "|---|---|---|---|---|---|",
     ]
     for r in rows:
         ref = f"{r.reference:,.1f}" if r.reference else ""
@@ -224,9 +238,13 @@ def main() -> int:
     try:
         stream_completion(server.port, 4)
         log(f"HTTP generation, 1 connection (load {loadavg()})")
-        h1, h1_ttft = http_generation(server.port, args.tokens, 1, args.seconds)
+        h1, h1_ttft, _ = http_generation(server.port, args.tokens, 1, args.seconds)
         log(f"HTTP generation, 8 connections (load {loadavg()})")
-        h8, h8_ttft = http_generation(server.port, args.tokens, 8, args.seconds)
+        h8, h8_ttft, _ = http_generation(server.port, args.tokens, 8, args.seconds)
+        stream_completion(server.port, 4, SCHEMA)
+        log(f"HTTP generation under a JSON schema, 1 and 8 connections (load {loadavg()})")
+        j1, _, j1_len = http_generation(server.port, args.tokens, 1, args.seconds, SCHEMA)
+        j8, _, j8_len = http_generation(server.port, args.tokens, 8, args.seconds, SCHEMA)
         rss = rss_mb(server.proc.pid) if server.proc else 0.0
     finally:
         server.stop()
@@ -238,6 +256,10 @@ def main() -> int:
         Row("generate, concurrency 8", "tokens/s (all streams)", h8, "tok/s", ip8,
             f"{h8 / h1:.2f}x concurrency 1 (target > 1x)"),
         Row("generate, concurrency 8", "time to first token p50", h8_ttft * 1000, "ms", None),
+        Row("JSON schema, concurrency 1", "tokens/s (vs unconstrained)", j1, "tok/s", h1,
+            f"{j1_len:.0f} tokens a completion"),
+        Row("JSON schema, concurrency 8", "tokens/s (vs unconstrained)", j8, "tok/s", h8,
+            f"{j8_len:.0f} tokens a completion"),
     ]
     notes.append(f"Generation server RSS after the runs: {rss:.0f} MB. In-process concurrency 8 decodes 8 sequences "
                  "in one call per step, the upper bound for batched serving of this model.")

@@ -135,6 +135,8 @@ class SamplingParams:
     logprobs: int | None = None
     #: report the prompt tokens' logprobs too (completions with echo and logprobs)
     prompt_logprobs: bool = False
+    #: an llguidance grammar every choice must follow (structured output, tool calls); None: free text
+    grammar: str | None = None
 
 
 @dataclass
@@ -162,7 +164,8 @@ Emit = Callable[[Event], None]
 class ChatRenderer(Protocol):
     """A model's chat template: messages to a prompt (picklable, so another process can render)."""
 
-    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str: ...
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+               tools: list[dict[str, Any]] | None = None) -> str: ...
 
 
 class Tokenizer(Protocol):
@@ -177,7 +180,8 @@ class Tokenizer(Protocol):
 
     def token_text(self, token_id: int) -> str: ...
 
-    def render_chat(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str: ...
+    def render_chat(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True,
+                    tools: list[dict[str, Any]] | None = None) -> str: ...
 
 
 class GenerationEngine(Protocol):
@@ -217,6 +221,11 @@ class Generator(Protocol):
 
     def explain_completion(self, prompt: list[int], completion: list[int], steps: int) -> TokenAttributions:
         """Integrated gradients of the completion's log-probability over the prompt's input embeddings
+        (blocking: an executor thread)."""
+        ...
+
+    def check_grammar(self, grammar: str, param: str) -> None:
+        """Refuse (``InvalidInput`` naming ``param``) a grammar this model's tokenizer cannot follow
         (blocking: an executor thread)."""
         ...
 

@@ -70,6 +70,15 @@ class Metrics:
             "modelserver_inter_token_latency_seconds", "between consecutive tokens of one choice",
             ["model"], buckets=ITL_BUCKETS, registry=r,
         )
+        self.constrained = Counter(
+            "modelserver_constrained_sequences", "sequences generated under a grammar (response_format, tools)",
+            ["model"], registry=r,
+        )
+        self.mask_seconds = Histogram(
+            "modelserver_grammar_mask_seconds", "time a decode step spent computing its constrained rows' token masks",
+            ["model"], buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=r,
+        )
         # a model repository (--model-repository)
         self.models_loaded = Gauge(
             "modelserver_models_loaded", "models of the repository loaded", registry=r, multiprocess_mode="livesum"
@@ -122,6 +131,8 @@ class Metrics:
         sizes = self.batch_size.labels(name)
         engine.on_step = sizes.observe
         engine.on_cancel = self.cancelled.labels(name).inc
+        engine.on_constrained = self.constrained.labels(name).inc
+        engine.on_mask = self.mask_seconds.labels(name).observe
         self.running.labels(name).set_function(lambda: engine.load[0])
 
     def render(self) -> bytes:

@@ -114,7 +114,34 @@ MESSAGE = {"type": "object", "required": ["role"], "properties": {
     "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {
         "type": "object", "required": ["type", "text"], "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}},
         {"type": "null"}]},
+    "tool_calls": {"type": "array", "description": "an assistant's earlier calls (arguments as a JSON string)",
+                   "items": {"type": "object", "required": ["function"], "properties": {
+                       "id": {"type": "string"}, "type": {"const": "function"},
+                       "function": {"type": "object", "required": ["name", "arguments"],
+                                    "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}}}}}},
+    "tool_call_id": {"type": "string", "description": "a tool message: the call it answers"},
 }}
+RESPONSE_FORMAT = {"description": "the answer as JSON: any object, or fitting a JSON schema (compact, constrained)",
+                   "oneOf": [
+                       {"type": "object", "required": ["type"], "additionalProperties": False,
+                        "properties": {"type": {"enum": ["text", "json_object"]}}},
+                       {"type": "object", "required": ["type", "json_schema"], "additionalProperties": False,
+                        "properties": {"type": {"const": "json_schema"}, "json_schema": {
+                            "type": "object", "required": ["name"], "properties": {
+                                "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                                "description": {"type": "string"}, "schema": {"type": "object"},
+                                "strict": {"type": "boolean"}}}}},
+                   ]}
+TOOL = {"type": "object", "required": ["type", "function"], "additionalProperties": False, "properties": {
+    "type": {"const": "function"},
+    "function": {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, "description": {"type": "string"},
+        "parameters": {"type": "object"}, "strict": {"type": "boolean"}}}}}
+TOOL_CHOICE = {"oneOf": [{"type": "string", "enum": ["none", "auto", "required"]},
+                         {"type": "object", "required": ["type", "function"], "properties": {
+                             "type": {"const": "function"},
+                             "function": {"type": "object", "required": ["name"],
+                                          "properties": {"name": {"type": "string"}}}}}]}
 _GENERATION = {
     "model": {"type": "string"},
     "max_tokens": {"type": "integer", "minimum": 1},
@@ -129,6 +156,7 @@ _GENERATION = {
     "seed": {"type": "integer"},
     "explain": {"type": "boolean", "description": "integrated gradients over the prompt (see the README)"},
     "user": {"type": "string"},
+    "response_format": RESPONSE_FORMAT,
 }
 COMPLETION_BODY = {
     "type": "object", "required": ["prompt"], "additionalProperties": False,
@@ -150,8 +178,27 @@ CHAT_BODY = {
         "logprobs": {"type": "boolean"},
         "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20},
         "max_completion_tokens": {"type": "integer", "minimum": 1},
+        "tools": {"type": "array", "items": TOOL},
+        "tool_choice": TOOL_CHOICE,
+        "parallel_tool_calls": {"type": "boolean"},
     },
 }
+TOKENIZE_BODY = {"description": "a prompt, or chat messages rendered by the model's template", "oneOf": [
+    {"type": "object", "required": ["prompt"], "additionalProperties": False, "properties": {
+        "model": {"type": "string"}, "prompt": {"type": "string"}, "add_special_tokens": {"type": "boolean"},
+        "return_token_strs": {"type": "boolean"}}},
+    {"type": "object", "required": ["messages"], "additionalProperties": False, "properties": {
+        "model": {"type": "string"}, "messages": {"type": "array", "minItems": 1, "items": MESSAGE},
+        "add_generation_prompt": {"type": "boolean"}, "add_special_tokens": {"type": "boolean"},
+        "tools": {"type": "array", "items": TOOL}, "return_token_strs": {"type": "boolean"}}},
+]}
+TOKENIZE_ANSWER = {"type": "object", "required": ["count", "max_model_len", "tokens"], "properties": {
+    "count": {"type": "integer"}, "max_model_len": {"type": "integer"},
+    "tokens": {"type": "array", "items": {"type": "integer"}},
+    "token_strs": {"oneOf": [{"type": "null"}, {"type": "array", "items": {"type": "string"}}]}}}
+DETOKENIZE_BODY = {"type": "object", "required": ["tokens"], "additionalProperties": False, "properties": {
+    "model": {"type": "string"}, "tokens": {"type": "array", "items": {"type": "integer", "minimum": 0}}}}
+DETOKENIZE_ANSWER = {"type": "object", "required": ["prompt"], "properties": {"prompt": {"type": "string"}}}
 EMBEDDINGS_BODY = {
     "type": "object", "required": ["input"], "additionalProperties": False,
     "properties": {
@@ -227,6 +274,10 @@ def _answer(e: Endpoint) -> dict[str, Any]:
                                     "text/event-stream": {"schema": {"type": "string"}}}}}
     if p.endswith("/embeddings"):
         return {"200": _json(EMBEDDINGS_ANSWER)}
+    if p == "/tokenize":
+        return {"200": _json(TOKENIZE_ANSWER)}
+    if p == "/detokenize":
+        return {"200": _json(DETOKENIZE_ANSWER)}
     if p == "/openai/v1/models":
         return {"200": _json(MODELS_ANSWER)}
     if p.startswith("/openai/v1/models/"):
@@ -267,6 +318,10 @@ def _request(e: Endpoint, mapped: bool) -> dict[str, Any] | None:
         schema = COMPLETION_BODY
     elif p.endswith("/embeddings"):
         schema = EMBEDDINGS_BODY
+    elif p == "/tokenize":
+        schema = TOKENIZE_BODY
+    elif p == "/detokenize":
+        schema = DETOKENIZE_BODY
     elif p in ("/predict", "/explain") and mapped:
         schema = {"type": "object", "description": "the caller's own JSON, mapped by the deployment's templates"}
     elif p == "/v2/repository/index":

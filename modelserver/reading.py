@@ -189,7 +189,8 @@ def chat_large(parse: Callable[[Any], Any], chat: ChatRenderer, body: bytes) -> 
         value = jsonio.loads_large(body)
         try:
             request = parse(value)
-            prompt = chat.render(request.messages, True)
+            tools = request.gen.tools
+            prompt = chat.render(request.messages, True, tools.for_template() if tools is not None else None)
         except InvalidInput:
             pacing.dismantle(value)
             release_memory()

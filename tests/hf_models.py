@@ -53,6 +53,24 @@ LLAMA_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
 )
 
+#: the Zephyr-style template with tools, as Hermes-style models (Qwen2.5, Hermes) write them: the tools
+#: listed in the system turn, earlier calls as <tool_call> blocks, results as <tool_response> blocks
+TOOLS_CHAT_TEMPLATE = (
+    "{% if tools %}{{ '<|system|>\nYou may call these functions:\n' }}"
+    "{% for tool in tools %}{{ tool | tojson }}{{ '\n' }}{% endfor %}{{ eos_token + '\n' }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'tool' %}"
+    "{{ '<|user|>\n<tool_response>\n' + message['content'] + '\n</tool_response>' + eos_token + '\n' }}"
+    "{% elif message['role'] == 'assistant' and message.get('tool_calls') %}{{ '<|assistant|>\n' }}"
+    "{% for call in message['tool_calls'] %}"
+    "{{ '<tool_call>\n' }}{{ {'name': call['function']['name'], 'arguments': call['function']['arguments']} | tojson }}"
+    "{{ '\n</tool_call>\n' }}{% endfor %}{{ eos_token + '\n' }}"
+    "{% else %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
 #: a plain "role: content" template, eos after each message
 GPT2_CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] + ': ' + message['content'] + eos_token + '\\n' }}{% endfor %}"
@@ -142,6 +160,12 @@ def make_tiny_llama(dir: Path, seed: int = 0) -> Path:
     return _llama_family(Path(dir), seed)
 
 
+def make_tiny_llama_with_tools(dir: Path, seed: int = 0) -> Path:
+    """The tiny Llama with a chat template that renders tools, tool calls and tool results, and room for them
+    (1,024 positions: the tiny tokenizer spells JSON out nearly a character a token)."""
+    return _llama_family(Path(dir), seed, chat_template=TOOLS_CHAT_TEMPLATE, max_positions=1024)
+
+
 def make_tiny_llama_variant(dir: Path, variant: str, seed: int = 0) -> Path:
     """The tiny Llama with the options of ``LLAMA_VARIANTS[variant]`` (other RoPE types, biases, Qwen2, Mistral)."""
     return _llama_family(Path(dir), seed, **LLAMA_VARIANTS[variant])
@@ -173,6 +197,8 @@ def _llama_family(
     layers: int = 2,
     heads: int = 4,
     inter: int = 128,
+    chat_template: str = LLAMA_CHAT_TEMPLATE,
+    max_positions: int = MAX_POSITIONS,
 ) -> Path:
     tok = train_tokenizer(["<unk>", "<s>", "</s>"], bos="<s>")
     vocab = tok.get_vocab_size()
@@ -187,7 +213,7 @@ def _llama_family(
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
         "hidden_act": "silu",
-        "max_position_embeddings": MAX_POSITIONS,
+        "max_position_embeddings": max_positions,
         "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0,
         "tie_word_embeddings": tie,
@@ -233,8 +259,8 @@ def _llama_family(
         "bos_token": "<s>",
         "eos_token": "</s>",
         "unk_token": "<unk>",
-        "model_max_length": MAX_POSITIONS,
-        "chat_template": LLAMA_CHAT_TEMPLATE,
+        "model_max_length": max_positions,
+        "chat_template": chat_template,
     }
     return _write_common(d, tok, cfg, t, tokenizer_config)
 

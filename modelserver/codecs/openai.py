@@ -8,6 +8,7 @@ and saying what was expected and what came, for the OpenAI error envelope.
 from __future__ import annotations
 
 import base64
+import json
 import math
 import os
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from modelserver.codecs.structured import Tools, json_grammar, parse_response_format, parse_tools, tools_grammar
 from modelserver.errors import InvalidInput, shown
 from modelserver.interface import SamplingParams, TokenAttributions
 
@@ -26,18 +28,22 @@ MAX_LOGPROBS = 20
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 #: fields we do not implement: refused when set to anything but their neutral value
 UNSUPPORTED = {
-    "frequency_penalty": 0, "presence_penalty": 0, "logit_bias": None, "tools": None, "functions": None,
-    "best_of": 1, "suffix": None, "tool_choice": "none", "function_call": "none", "parallel_tool_calls": None,
-    "response_format": {"type": "text"},
+    "frequency_penalty": 0, "presence_penalty": 0, "logit_bias": None, "functions": None,
+    "best_of": 1, "suffix": None, "function_call": "none",
 }
 #: fields each endpoint reads (besides ``UNSUPPORTED``); any other field is refused, never ignored.
 #: ``user`` (an end-user id for the provider's abuse monitoring) is read and has no effect here.
 _GENERATION_FIELDS = frozenset({"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options",
-                                "stop", "seed", "explain", "user"}) | set(UNSUPPORTED)
+                                "stop", "seed", "explain", "user", "response_format"}) | set(UNSUPPORTED)
 KNOWN_FIELDS = {
     "completions": _GENERATION_FIELDS | {"prompt", "logprobs", "echo"},
-    "chat": _GENERATION_FIELDS | {"messages", "logprobs", "top_logprobs", "max_completion_tokens"},
+    "chat": _GENERATION_FIELDS | {"messages", "logprobs", "top_logprobs", "max_completion_tokens", "tools",
+                                  "tool_choice", "parallel_tool_calls"},
     "embeddings": frozenset({"model", "input", "encoding_format", "dimensions", "user"}),
+    "tokenize_prompt": frozenset({"model", "prompt", "add_special_tokens", "return_token_strs"}),
+    "tokenize_chat": frozenset({"model", "messages", "add_generation_prompt", "add_special_tokens", "tools",
+                                "return_token_strs"}),
+    "detokenize": frozenset({"model", "tokens"}),
 }
 
 
@@ -164,10 +170,28 @@ class Generation:
     top_logprobs: int | None = None
     #: explain the completion (integrated gradients over the prompt's input embeddings)
     explain: bool = False
+    #: the field a grammar in ``params`` comes from (response_format or tools), for its errors
+    grammar_param: str = ""
+    #: chat: the tools offered, and how they may be used
+    tools: Tools | None = None
+
+
+def _grammar(body: dict[str, Any], tools: Tools | None) -> tuple[str | None, str]:
+    """The grammar the answer must follow, and the field it comes from (None: free text)."""
+    schema = parse_response_format(body.get("response_format"))
+    if schema is not None and tools is not None and tools.constrained:
+        raise InvalidInput("response_format: not with tools that may be called (tool_choice "
+                           f"{tools.choice!r}); set tool_choice to none, or leave response_format out",
+                           param="response_format")
+    if schema is not None:
+        return json_grammar(schema), "response_format"
+    if tools is not None and tools.constrained:
+        return tools_grammar(tools), "tools"
+    return None, ""
 
 
 def _generation(body: dict[str, Any], *, max_n: int, logprobs: int | None, prompt_logprobs: bool,
-                max_tokens: int | None) -> Generation:
+                max_tokens: int | None, tools: Tools | None = None) -> Generation:
     _unsupported(body)
     n = _int(body, "n", 1, 1)
     assert n is not None
@@ -183,6 +207,9 @@ def _generation(body: dict[str, Any], *, max_n: int, logprobs: int | None, promp
                            "completion); ask without streaming", param="explain")
     if explain and n > 1:
         raise InvalidInput(f"explain: explains one choice; got n={n}", param="explain")
+    grammar, grammar_param = _grammar(body, tools)
+    if explain and grammar is not None:
+        raise InvalidInput(f"explain: not with {grammar_param} (an explanation is of free text)", param="explain")
     params = SamplingParams(
         max_tokens=max_tokens or 1,
         temperature=_num(body, "temperature", 1.0, 0.0, 2.0),
@@ -190,8 +217,10 @@ def _generation(body: dict[str, Any], *, max_n: int, logprobs: int | None, promp
         stop=_stop(body),
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
+        grammar=grammar,
     )
-    return Generation(_model(body), params, n, seed, stream, include_usage, max_tokens, explain=explain)
+    return Generation(_model(body), params, n, seed, stream, include_usage, max_tokens, explain=explain,
+                      grammar_param=grammar_param, tools=tools)
 
 
 # -- completions ----------------------------------------------------------------------------------
@@ -276,6 +305,25 @@ def _content(value: Any, where: str) -> str:
                        param=f"{where}.content")
 
 
+def _history_calls(calls: Any, where: str) -> list[dict[str, Any]]:
+    """An assistant message's earlier tool calls, their arguments as objects (as chat templates read them)."""
+    if not isinstance(calls, list):
+        raise InvalidInput(f"{where}.tool_calls: expected an array, got {_kind(calls)}", param=f"{where}.tool_calls")
+    out = []
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(fn.get("arguments"), str):
+            raise InvalidInput(f"{where}.tool_calls[{j}]: expected {{\"id\", \"type\": \"function\", \"function\": "
+                               "{\"name\", \"arguments\": a JSON string}}", param=f"{where}.tool_calls")
+        try:
+            arguments = json.loads(fn["arguments"])
+        except ValueError:
+            raise InvalidInput(f"{where}.tool_calls[{j}].function.arguments: expected a JSON text, got "
+                               f"{shown(fn['arguments'])}", param=f"{where}.tool_calls") from None
+        out.append({**call, "function": {"name": fn["name"], "arguments": arguments}})
+    return out
+
+
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     msgs = body.get("messages")
     if msgs is None:
@@ -297,6 +345,8 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
             raise InvalidInput(f"{where}.content: required for role {shown(role)}", param=f"{where}.content")
         msg = dict(m)
         msg["content"] = "" if content is None else _content(content, where)
+        if role == "assistant" and m.get("tool_calls") is not None:
+            msg["tool_calls"] = _history_calls(m["tool_calls"], where)
         if role == "developer":  # OpenAI's newer name for system instructions
             msg["role"] = "system"
         out.append(msg)
@@ -315,7 +365,7 @@ def parse_chat(body: Any, *, max_n: int) -> ChatRequest:
     if max_tokens is None:
         max_tokens = _int(b, "max_tokens", None, 1)
     gen = _generation(b, max_n=max_n, logprobs=(top or 0) if logprobs else None, prompt_logprobs=False,
-                      max_tokens=max_tokens)
+                      max_tokens=max_tokens, tools=parse_tools(b))
     gen.top_logprobs = top
     return ChatRequest(gen, messages, logprobs)
 
@@ -407,12 +457,62 @@ def explanation(tokens: list[str], ids: list[int], completion_tokens: int, found
     }
 
 
-def models_list(names: list[str], created: int, owner: str = "modeldeploy") -> dict[str, Any]:
-    return {"object": "list", "data": [model_card(n, created, owner) for n in names]}
+def models_list(names: list[str], created: int, lengths: dict[str, int | None] | None = None,
+                owner: str = "modeldeploy") -> dict[str, Any]:
+    return {"object": "list", "data": [model_card(n, created, (lengths or {}).get(n), owner) for n in names]}
 
 
-def model_card(name: str, created: int, owner: str = "modeldeploy") -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": created, "owned_by": owner}
+def model_card(name: str, created: int, max_model_len: int | None = None, owner: str = "modeldeploy") -> dict[str, Any]:
+    """A model card; text models (loaded) carry ``max_model_len``, as vLLM's do."""
+    card: dict[str, Any] = {"id": name, "object": "model", "created": created, "owned_by": owner}
+    if max_model_len is not None:
+        card["max_model_len"] = max_model_len
+    return card
+
+
+# -- tokenize and detokenize (vLLM's form) ------------------------------------------------------------
+@dataclass
+class TokenizeRequest:
+    model: str | None
+    #: the text to tokenize, or (messages) None
+    prompt: str | None
+    messages: list[dict[str, Any]] | None
+    add_special_tokens: bool
+    add_generation_prompt: bool
+    tools: Tools | None
+    return_token_strs: bool
+
+
+def _bool_or(body: dict[str, Any], name: str, default: bool) -> bool:
+    return _bool(body, name) if body.get(name) is not None else default
+
+
+def parse_tokenize(body: Any) -> TokenizeRequest:
+    """``POST /tokenize``: a prompt (special tokens added by default), or chat messages rendered by the
+    model's template (special tokens not added again by default)."""
+    b = _obj(body)
+    chat = "messages" in b
+    _known(b, "tokenize_chat" if chat else "tokenize_prompt")
+    if chat:
+        tools = parse_tools(b) if b.get("tools") is not None else None
+        return TokenizeRequest(_model(b), None, _messages(b), _bool_or(b, "add_special_tokens", False),
+                               _bool_or(b, "add_generation_prompt", True), tools,
+                               _bool(b, "return_token_strs"))
+    prompt = b.get("prompt")
+    if not isinstance(prompt, str):
+        raise InvalidInput(f"prompt: expected a string (or give messages), got {_kind(prompt)}", param="prompt")
+    return TokenizeRequest(_model(b), prompt, None, _bool_or(b, "add_special_tokens", True), False, None,
+                           _bool(b, "return_token_strs"))
+
+
+def parse_detokenize(body: Any) -> tuple[str | None, list[int]]:
+    """``POST /detokenize``: (the model, the token ids)."""
+    b = _obj(body)
+    _known(b, "detokenize")
+    tokens = b.get("tokens")
+    if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+        raise InvalidInput(f"tokens: expected an array of token ids, got {_kind(tokens)}", param="tokens")
+    return _model(b), list(tokens)
 
 
 def now() -> int:

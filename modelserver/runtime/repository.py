@@ -164,6 +164,14 @@ class ModelEntry:
     def loaded(self) -> bool:
         return any(v.servable is not None for v in self.versions.values())
 
+    def context_length(self) -> int | None:
+        """A loaded text model's longest prompt plus completion, in tokens (None: not loaded, or no text)."""
+        for version in sorted(self.versions, reverse=True):
+            length = getattr(self.versions[version].servable, "max_len", None)
+            if isinstance(length, int):
+                return length
+        return None
+
     @property
     def latest(self) -> int:
         if not self.versions:
@@ -207,6 +215,10 @@ class ModelRepository:
         self.root = root
         #: in a repository: the first pass of loading (all or none, by the load policy) is done
         self.started = False
+
+    def context_lengths(self) -> dict[str, int | None]:
+        """Each model's context length, where it is a loaded text model (``ModelEntry.context_length``)."""
+        return {name: entry.context_length() for name, entry in self.models.items()}
 
     def register(self, name: str, path: Path, labels: dict[str, int] | None = None) -> ModelEntry:
         versions = discover_versions(path)

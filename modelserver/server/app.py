@@ -86,6 +86,9 @@ ROUTES: tuple[Route, ...] = (
         openai.EmbeddingsHandler,
         tuple(_ep("post", f"{p}/embeddings", "openai", "embeddings") for p in ("/v1", "/openai/v1", "")),
     ),
+    Route(r"/tokenize", openai.TokenizeHandler,
+          (_ep("post", "/tokenize", "openai", "token ids of a prompt or of chat messages (vLLM's form)"),)),
+    Route(r"/detokenize", openai.DetokenizeHandler, (_ep("post", "/detokenize", "openai", "text of token ids"),)),
     Route(
         rf"/v1/models/{M}{VER_OR_LABEL}:(?P<verb>predict|explain)",
         v1.PredictHandler,

@@ -23,6 +23,7 @@ from modelserver import reading
 from modelserver.codecs import jsonio
 from modelserver.codecs import openai as codec
 from modelserver.codecs.openai import TokenLogprob
+from modelserver.codecs.structured import ToolCallStream, read_tool_calls, tool_calls_body
 from modelserver.errors import ClientGone, InvalidInput, NotFound
 from modelserver.interface import EMBED_SIGNATURE, Embedder, Event, Generator, SamplingParams, Servable
 from modelserver.reading import OFFLOAD_BYTES
@@ -165,6 +166,12 @@ class GenerationHandler(OpenAIBase):
             raise codec.context_error(gen.max_len, len(ids), req.max_tokens, param)
         return replace(req.params, max_tokens=req.max_tokens if req.max_tokens is not None else room)
 
+    async def check_grammar(self, gen: Generator, req: codec.Generation) -> None:
+        """A grammar (response_format, tools) this model can follow, or a 400 naming what it cannot."""
+        grammar = req.params.grammar
+        if grammar is not None:
+            await asyncio.get_running_loop().run_in_executor(None, gen.check_grammar, grammar, req.grammar_param)
+
     def explainable(self, ids: list[int], req: codec.Generation, param: str) -> None:
         """Refuse, before generating, a prompt too long to explain (explaining costs steps x a full pass)."""
         cap = self.ctx.settings.explain_max_prompt_tokens
@@ -273,6 +280,7 @@ class CompletionsHandler(GenerationHandler):
         params = [self.fit(gen, ids, req.gen, "prompt") for ids in prompts]
         for ids in prompts:
             self.explainable(ids, req.gen, "prompt")
+        await self.check_grammar(gen, req.gen)
         queue = self.start(gen, prompts, params, req.gen)
         n, total = req.gen.n, req.gen.n * len(prompts)
         choices = [Choice() for _ in range(total)]
@@ -360,15 +368,21 @@ class ChatHandler(GenerationHandler):
         else:
             req = parse(self.json_body())
             gen = await self.generator(req.gen.model)
-            prompt = gen.codec.render_chat(req.messages, add_generation_prompt=True)
+            tools = req.gen.tools
+            prompt = gen.codec.render_chat(req.messages, add_generation_prompt=True,
+                                           tools=tools.for_template() if tools is not None else None)
         ids = await self.encode(gen, prompt, special=False, param="messages")
         if not ids:
             raise InvalidInput("messages: the chat template made an empty prompt", param="messages")
         params = self.fit(gen, ids, req.gen, "messages")
         self.explainable(ids, req.gen, "messages")
+        await self.check_grammar(gen, req.gen)
         queue = self.start(gen, [ids], [params], req.gen)
         n = req.gen.n
         choices = [Choice() for _ in range(n)]
+        # tools that may be called: the answer is read as content or tool calls, streamed as either
+        calling = req.gen.tools is not None and req.gen.tools.constrained
+        streams = [ToolCallStream() for _ in range(n)] if calling else []
         ident, created = codec.new_id("chatcmpl"), codec.now()
         want_lp = req.logprobs
 
@@ -399,7 +413,18 @@ class ChatHandler(GenerationHandler):
                     c.logprobs.append(e)
                 c.text += event.text
                 c.finish_reason = event.finish_reason
-                if req.gen.stream and (event.text or event.finish_reason or e):
+                if calling and event.finish_reason == "stop" and read_tool_calls(c.text).content is None:
+                    c.finish_reason = "tool_calls"
+                if not req.gen.stream:
+                    continue
+                if calling:
+                    deltas = streams[index].push(event.text)
+                    for j, delta in enumerate(deltas):
+                        last = j == len(deltas) - 1
+                        await self.send(chunk(index, delta, [e] if e and last else [], c.finish_reason if last else None))
+                    if not deltas and (c.finish_reason or e):
+                        await self.send(chunk(index, {}, [e] if e else [], c.finish_reason))
+                elif event.text or event.finish_reason or e:
                     delta = {"content": event.text} if event.text else {}
                     await self.send(chunk(index, delta, [e] if e else [], event.finish_reason))
         except (ClientGone, StreamClosedError):
@@ -420,8 +445,7 @@ class ChatHandler(GenerationHandler):
         answer = {
             "id": ident, "object": "chat.completion", "created": created, "model": gen.name,
             "choices": [
-                {"index": i,
-                 "message": {"role": "assistant", "content": c.text, "reasoning_content": None, "tool_calls": []},
+                {"index": i, "message": message(c.text, calling),
                  "logprobs": codec.chat_logprobs(c.logprobs) if want_lp else None,
                  "finish_reason": c.finish_reason}
                 for i, c in enumerate(choices)
@@ -431,6 +455,14 @@ class ChatHandler(GenerationHandler):
         if req.gen.explain:
             answer["explanation"] = await self.explanation(gen, ids, choices[0])
         self.write_json(answer)
+
+
+def message(text: str, calling: bool) -> dict[str, Any]:
+    """A chat answer's message: its text, or (tools that may be called) the tool calls its text holds."""
+    read = read_tool_calls(text) if calling else None
+    if read is None or read.content is not None:
+        return {"role": "assistant", "content": text, "reasoning_content": None, "tool_calls": []}
+    return {"role": "assistant", "content": None, "reasoning_content": None, "tool_calls": tool_calls_body(read.calls)}
 
 
 class EmbeddingsHandler(OpenAIBase):
@@ -466,6 +498,52 @@ class EmbeddingsHandler(OpenAIBase):
         self.write_json(codec.embeddings_response(servable.name, vectors, req.encoding_format, tokens))
 
 
+class TokenizeHandler(OpenAIBase):
+    """``POST /tokenize`` (vLLM's form): a prompt's token ids, or those of chat messages as the model's
+    template renders them (with the tools offered), and the model's context length."""
+
+    endpoint = "tokenize"
+
+    async def handle_post(self, **_: str) -> None:
+        req = await self.parsed(codec.parse_tokenize)
+        servable = await self.model_named(req.model)
+        text = text_codec(servable)
+        if req.messages is not None:
+            tools = req.tools.for_template() if req.tools is not None else None
+            source = text.render_chat(req.messages, add_generation_prompt=req.add_generation_prompt, tools=tools)
+        else:
+            assert req.prompt is not None
+            source = req.prompt
+        ids = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: text.encode(source, special=req.add_special_tokens))
+        self.write_json({"count": len(ids), "max_model_len": getattr(servable, "max_len", 0), "tokens": ids,
+                         "token_strs": [text.token_text(t) for t in ids] if req.return_token_strs else None})
+
+
+class DetokenizeHandler(OpenAIBase):
+    """``POST /detokenize`` (vLLM's form): the text of token ids."""
+
+    endpoint = "detokenize"
+
+    async def handle_post(self, **_: str) -> None:
+        model, tokens = await self.parsed(codec.parse_detokenize)
+        servable = await self.model_named(model)
+        text = text_codec(servable)
+        bad = next((t for t in tokens if t < 0 or t >= text.vocab_size), None)
+        if bad is not None:
+            raise InvalidInput(f"tokens: token id {bad} is outside the vocabulary (0..{text.vocab_size - 1})",
+                               param="tokens")
+        self.write_json({"prompt": text.decode(tokens)})
+
+
+def text_codec(servable: Servable) -> Any:
+    """The tokenizer of a text model (generation or embeddings); a 400 for a tensor model."""
+    text = getattr(servable, "codec", None)
+    if text is None:
+        raise InvalidInput(f"model {servable.name!r} is not a text model: it has no tokenizer", param="model")
+    return text
+
+
 class ModelsHandler(OpenAIBase):
     """``GET /openai/v1/models`` (and ``/v1/models`` when the protocol is openai), one model's card."""
 
@@ -474,8 +552,9 @@ class ModelsHandler(OpenAIBase):
     def get(self, model: str | None = None) -> None:
         names = list(self.ctx.plane.repository.models)
         created = int(self.ctx.started)
+        lengths = self.ctx.plane.repository.context_lengths()
         if model is None:
-            return self.write_json(codec.models_list(names, created))
+            return self.write_json(codec.models_list(names, created, lengths))
         if model not in names:
             raise NotFound(f"The model `{model}` does not exist", param="model", code="model_not_found")
-        self.write_json(codec.model_card(model, created))
+        self.write_json(codec.model_card(model, created, lengths.get(model)))

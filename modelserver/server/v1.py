@@ -128,5 +128,6 @@ class ListHandler(BaseHandler):
                     **version_status(entry, None),
                 }
             )
-        cards = openai_codec.models_list(list(self.ctx.plane.repository.models), int(self.ctx.started))
+        repo = self.ctx.plane.repository
+        cards = openai_codec.models_list(list(repo.models), int(self.ctx.started), repo.context_lengths())
         self.write_json({**cards, "models": models})

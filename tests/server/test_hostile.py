@@ -109,9 +109,11 @@ def test_generation_fields_are_checked_not_ignored(llm, minilm):
         ("/v1/completions", '{"prompt": "Hi", "temperature": NaN}', "temperature", "finite"),
         ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "Hi"}], "top_p": NaN}', "top_p", "finite"),
         ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "Hi"}], "tool_choice": "auto"}',
-         "tool_choice", "not supported"),
+         "tool_choice", "needs tools"),
         ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "Hi"}], "response_format": '
-         '{"type": "json_object"}}', "response_format", "not supported"),
+         '{"type": "json_object", "strict": true}}', "response_format", "response_format.strict: not a field"),
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "Hi"}], "logit_bias": {"1": 5}}',
+         "logit_bias", "not supported"),
         ("/v1/completions", '{"prompt": "Hi", "max_tokenz": 3}', "max_tokenz", "not a field"),
         ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "Hi"}], "reasoning_effort": "low"}',
          "reasoning_effort", "not a field"),

@@ -9,6 +9,11 @@ and a sequence that finishes frees its slot for a waiting request at the next st
 Results go out as ``Event`` objects through each request's ``emit`` callback (called on the
 engine thread; the server hands them to its IO loop). A cancelled request (a client that went
 away) leaves the batch at the next step.
+
+A request with a grammar (``SamplingParams.grammar``: structured output, tool calls) gives each of
+its sequences an llguidance matcher: before every choice of a token the matcher's mask takes the
+tokens the grammar forbids out of that row's logits, so constrained and free sequences share a
+batch, and a sequence whose grammar is complete stops as if it had written end-of-sequence.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+import llguidance
+import llguidance.numpy as lnp
 import numpy as np
 
 from modelserver.errors import NotReady, Overloaded
@@ -54,8 +61,11 @@ class Request:
 class Sequence:
     """One choice of a request: its slot, its tokens and the text it has let out so far."""
 
-    def __init__(self, request: Request, index: int, slot: int, codec: TextCodec, eos: frozenset[int]) -> None:
+    def __init__(self, request: Request, index: int, slot: int, codec: TextCodec, eos: frozenset[int],
+                 matcher: Any = None) -> None:
         self.request = request
+        #: the llguidance matcher of the request's grammar (None: unconstrained)
+        self.matcher = matcher
         self.index = index
         self.slot = slot
         self.rng = request_rng(request.seed, index)
@@ -73,7 +83,8 @@ class Sequence:
         """Where the last token goes in the cache (it has no key/value there yet)."""
         return len(self.request.prompt) + self.count - 1
 
-    def accept(self, token: int, logp: np.ndarray | None) -> Event:
+    def accept(self, token: int, logp: np.ndarray | None, *, complete: bool = False) -> Event:
+        """The sequence's next token; ``complete``: its grammar allows nothing after it (it stops)."""
         params = self.request.params
         self.count += 1
         self.last = token
@@ -91,6 +102,10 @@ class Sequence:
                 hits = [i for i in (text.find(s, start) for s in params.stop) if i >= 0]
                 if hits:
                     text, finish = text[: min(hits)], "stop"
+            if finish is None and complete:
+                finish = "stop"
+                self.detok.flush()
+                text = self.detok.text
             if finish is None and self.count >= params.max_tokens:
                 finish = "length"
                 self.detok.flush()
@@ -120,6 +135,11 @@ class Engine:
         self._free = list(range(model.n_slots))[::-1]
         self._closed = False
         self.steps = 0
+        #: the model's tokenizer for llguidance (set by the model before a request with a grammar)
+        self.grammar_tokenizer: Any = None
+        #: called once per constrained sequence, and with the seconds each step spent on masks (metrics)
+        self.on_constrained: Callable[[], None] | None = None
+        self.on_mask: Callable[[float], None] | None = None
         #: called with the rows of each decode step, and once per cancelled sequence (metrics)
         self.on_step: Callable[[int], None] | None = None
         self.on_cancel: Callable[[], None] | None = None
@@ -199,8 +219,45 @@ class Engine:
             if request.n > len(self._free):
                 break
             self._waiting.popleft()
-            out.append([Sequence(request, i, self._free.pop(), self.codec, self.eos) for i in range(request.n)])
+            grammar = request.params.grammar
+            out.append([
+                Sequence(request, i, self._free.pop(), self.codec, self.eos,
+                         None if grammar is None else self._matcher(grammar))
+                for i in range(request.n)
+            ])
         return out
+
+    def _matcher(self, grammar: str) -> Any:
+        if self.on_constrained is not None:
+            self.on_constrained()
+        return llguidance.LLMatcher(self.grammar_tokenizer, grammar)
+
+    def _constrain(self, rows: list[Sequence], logits: np.ndarray) -> np.ndarray:
+        """``logits`` [rows, vocab] with each constrained row's forbidden tokens at -inf (a copy)."""
+        constrained = [i for i, s in enumerate(rows) if s.matcher is not None]
+        if not constrained:
+            return logits
+        started = time.perf_counter()
+        logits = np.array(logits, dtype=np.float32)
+        mask = lnp.allocate_token_bitmask(len(rows), logits.shape[-1])  # every token allowed
+        for i in constrained:
+            lnp.fill_next_token_bitmask(rows[i].matcher, mask, i)
+        lnp.apply_token_bitmask_inplace(logits, mask)
+        if self.on_mask is not None:
+            self.on_mask(time.perf_counter() - started)
+        return logits
+
+    def _choose(self, seq: Sequence, logits: np.ndarray) -> Event:
+        """Sample the sequence's next token from its (masked) logits and let its matcher follow."""
+        params = seq.request.params
+        lp = log_softmax(logits) if params.logprobs is not None else None
+        token = choose(logits, params.temperature, params.top_p, seq.rng)
+        complete = False
+        if seq.matcher is not None and token not in self.eos:
+            if not seq.matcher.consume_token(token):
+                raise RuntimeError(f"the grammar refused a token its own mask allowed: {seq.matcher.get_error()}")
+            complete = seq.matcher.is_stopped()
+        return seq.accept(token, lp, complete=complete)
 
     def _release(self, seq: Sequence) -> None:
         """The sequence is over (finished, cancelled or failed): its slot is free (once)."""
@@ -245,9 +302,7 @@ class Engine:
                         for t in range(1, len(request.prompt))
                     ]
                     logits = logits[-1]
-                lp = log_softmax(logits) if params.logprobs is not None else None
-                token = choose(logits, params.temperature, params.top_p, seq.rng)
-                event = seq.accept(token, lp)
+                event = self._choose(seq, self._constrain([seq], logits[None, :])[0])
                 event.prompt_logprobs = prompt_lp
                 if seq.done:
                     self._release(seq)
@@ -271,12 +326,14 @@ class Engine:
         self.steps += 1
         if self.on_step is not None:
             self.on_step(len(rows))
+        try:
+            logits = self._constrain(rows, logits)
+        except Exception as e:
+            self._fail(rows, e)
+            return
         for i, seq in enumerate(rows):
             try:
-                params = seq.request.params
-                lp = log_softmax(logits[i]) if params.logprobs is not None else None
-                token = choose(logits[i], params.temperature, params.top_p, seq.rng)
-                event = seq.accept(token, lp)
+                event = self._choose(seq, logits[i])
             except Exception as e:  # a bug in one row's sampling or text fails that row, not the engine
                 self._fail([seq], e)
                 continue

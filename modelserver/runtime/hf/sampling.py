@@ -44,7 +44,8 @@ def top_logprobs(logp: np.ndarray, k: int) -> list[tuple[int, float]]:
     k = min(k, logp.shape[-1])
     idx = np.argpartition(-logp, k - 1)[:k]
     idx = idx[np.argsort(-logp[idx], kind="stable")]
-    return [(int(i), float(logp[i])) for i in idx]
+    # tokens a grammar forbade have no probability: they are not alternatives
+    return [(int(i), float(logp[i])) for i in idx if np.isfinite(logp[i])]
 
 
 def request_rng(seed: int | None, index: int) -> np.random.Generator:

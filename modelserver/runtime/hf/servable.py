@@ -92,6 +92,20 @@ class Generator:
             eos.add(tok_eos)
         self.eos = frozenset(eos)
         self.engine = Engine(self.model, self.codec, self.eos, max_waiting=limits.max_waiting)
+        self._grammar_lock = threading.Lock()
+
+    def check_grammar(self, grammar: str, param: str) -> None:
+        """Refuse (400, naming the feature) a grammar this model's tokenizer cannot follow; the first
+        call builds llguidance's view of the tokenizer (blocking: an executor thread)."""
+        import llguidance
+
+        with self._grammar_lock:
+            if self.engine.grammar_tokenizer is None:
+                self.engine.grammar_tokenizer = llguidance.LLTokenizer(
+                    self.codec.tokenizer.to_str(), n_vocab=self.model.vocab_size, eos_token=sorted(self.eos))
+        error = llguidance.LLMatcher.validate_grammar(grammar, self.engine.grammar_tokenizer)
+        if error:
+            raise InvalidInput(f"{param}: cannot be followed: {error}", param=param)
 
     def generate_texts(self, prompts: list[str], max_tokens: int = TENSOR_MAX_TOKENS) -> list[str]:
         """Greedy completions of several prompts, decoded together (blocking: an executor thread)."""

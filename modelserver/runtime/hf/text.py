@@ -72,7 +72,9 @@ class ChatTemplate:
     template: str | None
     special: dict[str, str | None]
 
-    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+               tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt for ``messages``; ``tools`` (function definitions) reach templates that read them."""
         if self.template is None:
             raise InvalidInput(
                 "this model has no chat template (tokenizer_config.json has no chat_template): "
@@ -81,7 +83,7 @@ class ChatTemplate:
             )
         try:
             return str(_compiled(self.template).render(
-                messages=messages, add_generation_prompt=add_generation_prompt, **self.special))
+                messages=messages, add_generation_prompt=add_generation_prompt, tools=tools, **self.special))
         except _TemplateError as e:
             raise InvalidInput(f"the model's chat template refused the messages: {e}", param="messages") from None
         except Exception as e:
@@ -149,9 +151,10 @@ class TextCodec:
         text = self.tokenizer.decode([token_id], skip_special_tokens=False)
         return str(text) if text else (self.tokenizer.id_to_token(token_id) or "")
 
-    def render_chat(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str:
-        """The prompt text for chat messages, from the model's chat template."""
-        return self.chat.render(messages, add_generation_prompt)
+    def render_chat(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True,
+                    tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt text for chat messages (and the tools offered), from the model's chat template."""
+        return self.chat.render(messages, add_generation_prompt, tools)
 
 
 class Detokenizer:
