@@ -176,6 +176,33 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def tree_pids(pid: int) -> list[int]:
+    """A process and its descendants (worker processes, a peer's model processes)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            kids = subprocess.run(["pgrep", "-P", str(p)], capture_output=True, text=True).stdout.split()
+        except OSError:
+            kids = []
+        todo += [int(k) for k in kids]
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, all its threads and its live descendants, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / tick
+
+
 @dataclass
 class Server:
     label: str
@@ -296,6 +323,9 @@ class Result:
     #: the lowest and highest req/s of this case's rounds on this server (the row is the median round)
     low: float = 0.0
     high: float = 0.0
+    #: the server's CPU time (user + system, all its threads and processes) per answered request, in ms:
+    #: it depends far less than req/s on how the scheduler shares the cores with the load generator
+    cpu_ms: float = 0.0
 
 
 def medians(runs: list[Result]) -> list[Result]:
@@ -399,13 +429,16 @@ def measure(case: str, server: Server, path: str, body: Path | None, key: str, c
     if warm_up:
         drive(2)  # not recorded
     load = loadavg()
+    assert server.proc is not None
+    cpu_before = cpu_seconds(server.proc.pid)
     s = drive(seconds)
+    cpu = cpu_seconds(server.proc.pid) - cpu_before
     errors = int(s["non2xx"] + s["connect"] + s["read"] + s["write"] + s["timeout"])
     r = Result(case, server.label, server.processes, conns, s["requests"] / (s["duration_us"] / 1e6), s["p50_us"] / 1000,
-               s["p99_us"] / 1000, errors, load)
+               s["p99_us"] / 1000, errors, load, cpu_ms=1000 * cpu / max(1, s["requests"]))
     results.append(r)
     log(f"{case:14} {server.label:28} c={conns:<3} {r.rps:8.1f} req/s  p50 {r.p50_ms:7.2f} ms  "
-        f"p99 {r.p99_ms:7.2f} ms  errors {errors}  load {load}")
+        f"p99 {r.p99_ms:7.2f} ms  CPU {r.cpu_ms:6.3f} ms/req  errors {errors}  load {load}")
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -443,14 +476,15 @@ def report(results: list[Result], rss: dict[str, float], command: str, started: 
         "with and without adaptive batching (max_batch_size 32, max_batch_time 2 ms). "
         f"Each case: a 2 s warm-up, then {rounds} rounds of {seconds} s on every server in turn; each row is "
         "the server's median round (its req/s, p50 and p99), with the range of its rounds' req/s beside it, "
-        "and the errors of all its rounds.",
+        "and the errors of all its rounds. CPU ms/req: the server's user + system CPU time (every thread and "
+        "process) over the median round, per request answered.",
         "",
-        "| case | server | processes | conns | req/s | rounds' req/s | p50 ms | p99 ms | errors | load avg |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| case | server | processes | conns | req/s | rounds' req/s | p50 ms | p99 ms | CPU ms/req | errors | load avg |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
         lines.append(f"| {r.case} | {r.server} | {r.processes} | {r.conns} | {r.rps:.0f} | {r.low:.0f}-{r.high:.0f} | "
-                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.load} |")
+                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_ms:.3f} | {r.errors} | {r.load} |")
     lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
 
     def target(text: str, value: float | None, goal: float, higher: bool = True, fmt: str = "{:.2f}x") -> None:
@@ -468,6 +502,9 @@ def report(results: list[Result], rss: dict[str, float], command: str, started: 
         return a.rps / b.rps if a and b else None
 
     target("V1 MLP c=64: req/s vs KServe (>= 4x)", ratio(ours64, k64), 4)
+    if ours64 and k64 and ours64.cpu_ms:
+        lines.append(f"| (for reference) V1 MLP c=64: KServe's CPU time per request / modelserver's | "
+                     f"{k64.cpu_ms / ours64.cpu_ms:.2f}x | - |")
     target("V1 MLP c=64: req/s vs MLServer with batching (>= 3x)", ratio(ours64, mb64), 3)
     target("V1 MLP c=64: p99 vs KServe's (<= 1x)", ours64.p99_ms / k64.p99_ms if ours64 and k64 else None, 1, higher=False)
     ours1, k1 = pick(results, "mlp_b1_c1", "modelserver"), pick(results, "mlp_b1_c1", "kserve")
