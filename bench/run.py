@@ -215,24 +215,28 @@ class Server:
     log_path: Path | None = None
     processes: int = 1
     grpc_port: int = 0
+    #: seconds from the process's start to its first ready answer (each server starts alone)
+    ready_seconds: float = 0.0
 
     def start(self, logs: Path, timeout: float = 180) -> None:
         self.log_path = logs / f"{self.label}.log"
         out = self.log_path.open("wb")
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **self.env}
+        started = time.monotonic()
         self.proc = subprocess.Popen(self.argv, cwd=self.cwd or CACHE, env=env, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        deadline = time.monotonic() + timeout
+        deadline = started + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.label} exited ({self.proc.returncode}); see {self.log_path}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{self.ready_path}", timeout=2) as r:
                     if r.status == 200:
+                        self.ready_seconds = time.monotonic() - started
                         return
             except OSError:
                 pass
-            time.sleep(0.5)
+            time.sleep(0.05)
         raise RuntimeError(f"{self.label} not ready after {timeout:.0f} s; see {self.log_path}")
 
     def stop(self) -> None:
@@ -465,7 +469,7 @@ def versions() -> str:
 
 
 def report(results: list[Result], rss: dict[str, float], command: str, started: str, ended: str, seconds: int,
-           rounds: int) -> str:
+           rounds: int, starts: dict[str, float] | None = None) -> str:
     lines = [
         f"Command: `{command}`  ",
         f"Run {started} to {ended} UTC on {os.cpu_count()} cores (wrk runs on the same machine); the load "
@@ -556,6 +560,10 @@ def report(results: list[Result], rss: dict[str, float], command: str, started: 
             lines.append(f"| (for reference) {text} | {value:.2f}x | - |")
     lines += ["", "| server (MLP model) | RSS after its runs, MB (all processes) |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.0f} |" for k, v in rss.items()]
+    if starts:
+        lines += ["", "| server | seconds from process start to its first ready answer (started alone) |",
+                  "| --- | ---: |"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in starts.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -690,7 +698,8 @@ def main() -> int:
             server.stop()
 
     ended = time.strftime("%H:%M", time.gmtime())
-    text = report(results, rss, command, started, ended, seconds, rounds)
+    starts = {server.label: server.ready_seconds for server, _, _ in running}
+    text = report(results, rss, command, started, ended, seconds, rounds, starts)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
